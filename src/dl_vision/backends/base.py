@@ -1,0 +1,72 @@
+"""The one interface every inference runtime implements: tensors in, named tensors out."""
+
+from __future__ import annotations
+
+import abc
+from typing import Dict, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+
+
+class TensorInfo:
+    """Name, shape and dtype of one model input or output.
+
+    Attributes:
+        name: tensor name as the runtime reports it.
+        shape: dimensions; ``None`` marks a dynamic one (batch, often).
+        dtype: numpy dtype the runtime expects or returns.
+        quantization: ``(scale, zero_point)`` for quantized tensors, else None.
+    """
+
+    __slots__ = ("name", "shape", "dtype", "quantization")
+
+    def __init__(
+        self,
+        name: str,
+        shape: Tuple[Optional[int], ...],
+        dtype: np.dtype,
+        quantization: Optional[Tuple[float, int]] = None,
+    ) -> None:
+        self.name = name
+        self.shape = tuple(None if (d is None or (isinstance(d, int) and d < 0)) else d for d in shape)
+        self.dtype = np.dtype(dtype)
+        self.quantization = quantization
+
+    def __repr__(self) -> str:
+        return "TensorInfo(%r, %s, %s)" % (self.name, self.shape, self.dtype.name)
+
+
+class Backend(abc.ABC):
+    """A loaded model in one runtime.
+
+    Subclasses import their runtime lazily (inside ``__init__``) and raise
+    :class:`~dl_vision.errors.BackendUnavailableError` when it is missing and
+    :class:`~dl_vision.errors.ModelError` when the file cannot be loaded.
+    """
+
+    #: Short runtime name, e.g. ``"tflite"``, ``"onnxruntime"``.
+    runtime = ""
+
+    inputs: List[TensorInfo]
+    outputs: List[TensorInfo]
+
+    @property
+    def supports_batch(self) -> bool:
+        """True when the first input's batch dimension may exceed 1."""
+        return bool(self.inputs) and self.inputs[0].shape[:1] in ((None,),)
+
+    @abc.abstractmethod
+    def run(self, inputs: Union[np.ndarray, Mapping[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+        """Run one inference.
+
+        Args:
+            inputs: the first input's array, or ``{input name: array}``; arrays
+                already have the model's layout and dtype (pre-processing is not
+                the backend's job).
+
+        Returns:
+            ``{output name: array}`` for every model output.
+        """
+
+    def close(self) -> None:
+        """Release runtime resources (GPU memory, sessions)."""

@@ -1,0 +1,113 @@
+"""The mapping between input-image pixels and model-input pixels.
+
+Pre-processing resizes (optionally letterboxes) the image to the model's input
+size; :class:`ImageTransform` records that affine map so decoders can put boxes,
+keypoints and masks back into input-image pixels exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import cv2
+import numpy as np
+
+
+class ImageTransform:
+    """Axis-aligned scale-and-pad from the input image to the model input.
+
+    ``x_model = x_image * scale_x + pad_x`` (and likewise for y), in pixels.
+
+    Attributes:
+        image_size: (height, width) of the input image.
+        input_size: (height, width) of the model input.
+        scale: (scale_x, scale_y).
+        pad: (pad_x, pad_y) offset of the image inside the model input, pixels.
+    """
+
+    __slots__ = ("image_size", "input_size", "scale", "pad")
+
+    def __init__(
+        self,
+        image_size: Tuple[int, int],
+        input_size: Tuple[int, int],
+        scale: Tuple[float, float],
+        pad: Tuple[float, float] = (0.0, 0.0),
+    ) -> None:
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.pad = (float(pad[0]), float(pad[1]))
+
+    @classmethod
+    def stretch(cls, image_size: Tuple[int, int], input_size: Tuple[int, int]) -> "ImageTransform":
+        """Plain resize to ``input_size`` (aspect ratio not kept)."""
+        (ih, iw), (mh, mw) = image_size, input_size
+        return cls(image_size, input_size, (mw / iw, mh / ih))
+
+    @classmethod
+    def letterbox(cls, image_size: Tuple[int, int], input_size: Tuple[int, int]) -> "ImageTransform":
+        """Uniform scale that fits the image inside ``input_size``, centred, padding the rest."""
+        (ih, iw), (mh, mw) = image_size, input_size
+        s = min(mw / iw, mh / ih)
+        new_w, new_h = int(round(iw * s)), int(round(ih * s))
+        # Scale per axis from the rounded size so the content edges map exactly.
+        return cls(image_size, input_size, (new_w / iw, new_h / ih), ((mw - new_w) / 2.0, (mh - new_h) / 2.0))
+
+    @property
+    def content_box(self) -> Tuple[int, int, int, int]:
+        """Integer (x0, y0, x1, y1) of the image content inside the model input."""
+        x0, y0 = int(round(self.pad[0])), int(round(self.pad[1]))
+        x1 = x0 + int(round(self.image_size[1] * self.scale[0]))
+        y1 = y0 + int(round(self.image_size[0] * self.scale[1]))
+        return x0, y0, x1, y1
+
+    def apply(self, image: np.ndarray, pad_value: int = 0) -> np.ndarray:
+        """Resize (and pad) ``image`` (H, W[, C]) to the model input size."""
+        x0, y0, x1, y1 = self.content_box
+        mh, mw = self.input_size
+        resized = cv2.resize(image, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        if (x0, y0, x1, y1) == (0, 0, mw, mh):
+            return resized
+        out = np.full((mh, mw) + image.shape[2:], pad_value, dtype=image.dtype)
+        out[y0:y1, x0:x1] = resized
+        return out
+
+    def points_to_image(self, xy: np.ndarray, clip: bool = True) -> np.ndarray:
+        """Map (..., 2) model-input pixel points to input-image pixels."""
+        xy = np.asarray(xy, dtype=np.float32)
+        out = np.empty_like(xy)
+        out[..., 0] = (xy[..., 0] - self.pad[0]) / self.scale[0]
+        out[..., 1] = (xy[..., 1] - self.pad[1]) / self.scale[1]
+        if clip:
+            np.clip(out[..., 0], 0, self.image_size[1], out=out[..., 0])
+            np.clip(out[..., 1], 0, self.image_size[0], out=out[..., 1])
+        return out
+
+    def boxes_to_image(self, xyxy: np.ndarray, clip: bool = True) -> np.ndarray:
+        """Map (N, 4) model-input pixel boxes to input-image pixels."""
+        xyxy = np.asarray(xyxy, dtype=np.float32).reshape(-1, 4)
+        return self.points_to_image(xyxy.reshape(-1, 2, 2), clip).reshape(-1, 4)
+
+    def map_to_image(self, values: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+        """Crop the content area of a model-input-aligned map (h, w[, C]) and resize it to the image.
+
+        ``values`` may have any resolution proportional to the model input (e.g. a
+        160x160 mask from a 640x640 model); the content box is scaled to match.
+        """
+        h, w = values.shape[:2]
+        fy, fx = h / self.input_size[0], w / self.input_size[1]
+        x0, y0, x1, y1 = self.content_box
+        crop = values[int(round(y0 * fy)) : int(round(y1 * fy)), int(round(x0 * fx)) : int(round(x1 * fx))]
+        ih, iw = self.image_size
+        if crop.dtype == bool:
+            return cv2.resize(crop.astype(np.uint8), (iw, ih), interpolation=cv2.INTER_NEAREST).astype(bool)
+        return cv2.resize(crop, (iw, ih), interpolation=interpolation)
+
+    def __repr__(self) -> str:
+        return "ImageTransform(image=%s, input=%s, scale=%s, pad=%s)" % (
+            self.image_size,
+            self.input_size,
+            self.scale,
+            self.pad,
+        )
