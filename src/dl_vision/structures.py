@@ -116,9 +116,7 @@ class Detections:
         """Class name of each detection (its id as a string when unlabelled)."""
         return [class_name(self.labels, c) for c in self.class_id]
 
-    def filter(
-        self, min_score: float = 0.0, classes: Optional[Iterable[Union[int, str]]] = None
-    ) -> "Detections":
+    def filter(self, min_score: float = 0.0, classes: Optional[Iterable[Union[int, str]]] = None) -> "Detections":
         """Keep detections scoring at least ``min_score`` whose class id or name is in ``classes``."""
         keep = self.score >= min_score
         if classes is not None:

@@ -68,5 +68,5 @@ class Backend(abc.ABC):
             ``{output name: array}`` for every model output.
         """
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook; most runtimes free on garbage collection
         """Release runtime resources (GPU memory, sessions)."""
