@@ -116,9 +116,10 @@ def test_nms_matches_the_greedy_loop_on_dense_random_boxes(class_aware, iou_thre
     wh = rng.uniform(5, 60, size=(n, 2))
     boxes = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
     scores = rng.uniform(size=n).astype(np.float32)
-    classes = rng.integers(0, 4, size=n) if class_aware else None
+    classes = rng.integers(0, 2, size=n) if class_aware else None
     expected = _greedy_reference(boxes, scores, iou_threshold, classes)
     assert nms(boxes, scores, iou_threshold, class_ids=classes).tolist() == expected
+    assert nms(boxes, scores, iou_threshold, class_ids=classes, max_detections=5).tolist() == expected[:5]
 
 
 @pytest.mark.parametrize(

@@ -7,26 +7,23 @@ pixel frame (model input or input image; IoU does not care which).
 descending score; keep one unless a kept box overlaps it by more than the IoU
 threshold) without a Python loop over boxes:
 
-1. Overlapping pairs are found with a sweep along x: boxes sorted by ``x_min``
-   can only overlap boxes that start before their ``x_max``, so IoU is computed
-   in blocks against that short run of neighbours, never as a full N x N matrix.
-   Class-aware suppression shifts each class along x by its id times the span of
-   all boxes (the "offset trick"), so classes never share a run.
-2. The greedy rule ``keep[j] = not any(keep[i] and overlaps(i, j) for i ranked above j)``
-   is solved by fixed-point iteration over the pair list (as in Cluster-NMS): the
-   rule has one solution, and each pass settles at least one more rank, so it
-   stops after as many passes as the longest suppression chain (a handful).
+boxes are taken in blocks of :data:`BLOCK` by descending score; a block is first
+checked against every box kept so far (one IoU matrix), then the greedy rule
+``keep[j] = not any(keep[i] and overlaps(i, j) for i ranked above j)`` is solved
+inside the block by fixed-point iteration (as in Cluster-NMS). Work grows with
+candidates x kept boxes, and stops as soon as ``max_detections`` are kept.
+Class-aware suppression solves each class on its own.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional
 
 import numpy as np
 
 from dl_vision.errors import ConfigError
 
-#: Rows of IoU computed at once in the sweep; bounds memory at BLOCK x (neighbours) floats.
+#: Candidates resolved together in :func:`nms`; bounds memory at BLOCK x (BLOCK + kept) floats.
 BLOCK = 256
 
 
@@ -66,54 +63,46 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def _overlapping_pairs(
-    boxes: np.ndarray, classes: Optional[np.ndarray], iou_threshold: float
-) -> Tuple[np.ndarray, np.ndarray]:
-    """All pairs ``(i, j)``, ``i < j``, of the same class whose IoU exceeds the threshold.
+def _greedy_ranked(boxes: np.ndarray, iou_threshold: float, limit: int) -> np.ndarray:
+    """Greedy NMS of boxes already sorted by descending score, at most ``limit`` kept.
 
     Args:
-        boxes: (N, 4) float32 boxes.
-        classes: (N,) int class ids, or None to pair across classes.
-        iou_threshold: IoU strictly above which a pair counts.
+        boxes: (N, 4) boxes, best first.
+        iou_threshold: IoU strictly above which the weaker box is dropped.
+        limit: stop once this many boxes are kept.
 
     Returns:
-        Two (P,) int64 arrays of row indices into ``boxes``, ``first < second``.
+        (K,) int64 ranks (row indices) of the kept boxes, ascending.
     """
     n = boxes.shape[0]
-    # float64 keys: a class shift of up to ~1e7 px would lose sub-pixel precision in float32.
-    key_start = boxes[:, 0].astype(np.float64)
-    key_end = boxes[:, 2].astype(np.float64)
-    if classes is not None:
-        span = float(max(boxes[:, 2].max(), boxes[:, 0].max()) - min(boxes[:, 0].min(), boxes[:, 2].min())) + 1.0
-        shift = (classes - classes.min()).astype(np.float64) * span
-        key_start += shift
-        key_end += shift
-    sweep = np.argsort(key_start, kind="stable")
-    starts = key_start[sweep]
-    ends = key_end[sweep]
-    sboxes = boxes[sweep]
-    sclasses = None if classes is None else classes[sweep]
-    firsts, seconds = [], []
+    kept: List[np.ndarray] = []
+    kept_boxes = boxes[:0]
+    count = 0
     for lo in range(0, n, BLOCK):
-        hi = min(lo + BLOCK, n)
-        # Boxes starting at or after the block's furthest x_max cannot intersect any box in it.
-        reach = int(np.searchsorted(starts, ends[lo:hi].max(), side="left"))
-        if reach <= lo + 1:
+        if count >= limit:
+            break
+        block = boxes[lo : lo + BLOCK]
+        alive = np.ones(block.shape[0], dtype=bool)
+        if count:
+            alive = box_iou(block, kept_boxes).max(axis=1) <= iou_threshold
+        ranks = np.nonzero(alive)[0]
+        if ranks.size == 0:
             continue
-        over = box_iou(sboxes[lo:hi], sboxes[lo:reach]) > iou_threshold
-        # Keep each unordered pair once (column after row in sweep order).
-        over &= np.arange(lo, reach)[None, :] > np.arange(lo, hi)[:, None]
-        if sclasses is not None:
-            over &= sclasses[lo:hi, None] == sclasses[None, lo:reach]
-        rows, cols = np.nonzero(over)
-        firsts.append(sweep[rows + lo])
-        seconds.append(sweep[cols + lo])
-    if not firsts:
-        empty = np.zeros(0, np.int64)
-        return empty, empty
-    first = np.concatenate(firsts)
-    second = np.concatenate(seconds)
-    return np.minimum(first, second), np.maximum(first, second)
+        # Inside the block, keep[j] = not any(keep[i] and overlaps(i, j) for i ranked above j).
+        # The rule has one solution; each pass settles at least the next rank (Cluster-NMS),
+        # so the loop ends after as many passes as the longest suppression chain.
+        overlaps = np.triu(box_iou(block[ranks], block[ranks]) > iou_threshold, k=1)
+        keep = np.ones(ranks.size, dtype=bool)
+        for _ in range(ranks.size):
+            settled = ~(overlaps & keep[:, None]).any(axis=0)
+            if np.array_equal(settled, keep):
+                break
+            keep = settled
+        new = ranks[keep][: limit - count] + lo
+        kept.append(new)
+        kept_boxes = np.concatenate([kept_boxes, boxes[new]])
+        count += new.size
+    return np.concatenate(kept).astype(np.int64) if kept else np.zeros(0, np.int64)
 
 
 def nms(
@@ -154,24 +143,19 @@ def nms(
         class_ids = np.asarray(class_ids).reshape(-1).astype(np.int64)
         if class_ids.shape[0] != n:
             raise ConfigError("nms: expected %d class ids (one per box), found %d" % (n, class_ids.shape[0]))
-    if n == 0:
+    limit = n if max_detections is None else max(int(max_detections), 0)
+    if n == 0 or limit == 0:
         return np.zeros(0, np.int64)
-    # Work in rank space: row r of the sorted arrays is the r-th highest score.
     order = np.argsort(-scores, kind="stable")
-    ranked_classes = None if class_ids is None else class_ids[order]
-    stronger, weaker = _overlapping_pairs(boxes[order], ranked_classes, float(iou_threshold))
-    keep = np.ones(n, dtype=bool)
-    for _ in range(n):
-        suppressed = np.zeros(n, dtype=bool)
-        suppressed[weaker[keep[stronger]]] = True
-        settled = ~suppressed
-        if np.array_equal(settled, keep):
-            break
-        keep = settled
-    kept = order[keep]
-    if max_detections is not None:
-        kept = kept[: max(int(max_detections), 0)]
-    return kept.astype(np.int64)
+    if class_ids is None:
+        return order[_greedy_ranked(boxes[order], float(iou_threshold), limit)]
+    # Classes never suppress each other: solve each on its own, then merge by rank.
+    ranked_classes = class_ids[order]
+    kept_ranks = []
+    for cls in np.unique(ranked_classes):
+        ranks = np.nonzero(ranked_classes == cls)[0]
+        kept_ranks.append(ranks[_greedy_ranked(boxes[order[ranks]], float(iou_threshold), limit)])
+    return order[np.sort(np.concatenate(kept_ranks))[:limit]]
 
 
 class WeightedNmsResult(NamedTuple):
