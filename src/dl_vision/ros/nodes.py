@@ -1,0 +1,301 @@
+"""The vision node: a detector and/or a segmenter on one camera subscription.
+
+``detector_node``, ``segmenter_node`` and ``vision_node`` (both) are this class
+with different tasks switched on. Topics and parameters (all private, so they
+live under the node's name; see the README's "Nodes, topics and parameters"):
+
+Subscribes ``image`` (``sensor_msgs/Image``; remap it) or, with
+``~transport: compressed``, ``<image>/compressed`` (``sensor_msgs/CompressedImage``).
+
+Publishes ``~detections`` (``dl_vision/DetectionArray``, one per processed frame,
+empty included), latched ``~labels`` and ``~segmentation_labels``
+(``dl_vision/LabelTable``), and, only while subscribed, ``~class_map`` (mono8
+class ids), ``~color_mask`` (bgr8), ``~annotated`` (bgr8) and, opt-in,
+``~vision_detections`` (``vision_msgs/Detection2DArray``).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import Any, Deque, Optional, Sequence, Tuple
+
+import diagnostic_updater
+import numpy as np
+import rospy
+from diagnostic_msgs.msg import DiagnosticStatus
+from dynamic_reconfigure.server import Server as ReconfigureServer
+from sensor_msgs.msg import CompressedImage, Image
+
+from dl_vision import annotate
+from dl_vision.cfg import DetectorConfig, SegmenterConfig
+from dl_vision.errors import ConfigError, DlVisionError
+from dl_vision.msg import DetectionArray, LabelTable
+from dl_vision.pipeline import Detector, Segmenter
+from dl_vision.ros.image_conversion import (
+    bgr_to_image_msg,
+    class_map_to_msg,
+    compressed_to_bgr,
+    detections_to_msg,
+    image_to_bgr,
+    label_table_msg,
+)
+from dl_vision.ros.latest_frame import LatestFrameWorker
+from dl_vision.structures import Detections, Segmentation
+
+TRANSPORTS = ("raw", "compressed")
+#: Frames kept for the rolling statistics in diagnostics.
+STATS_WINDOW = 100
+
+
+def parse_class_filter(text: str) -> Optional[Tuple[str, ...]]:
+    """``"face, 3"`` -> ``("face", "3")``; empty or blank -> None (keep every class)."""
+    names = tuple(part.strip() for part in str(text).split(",") if part.strip())
+    return names or None
+
+
+class _Task:
+    """One model with its live settings (changed by dynamic_reconfigure on another thread)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.enabled = True
+        self.class_filter: Optional[Tuple[str, ...]] = None
+        self.mask_alpha = 0.5
+
+
+class VisionNode:
+    """Subscribe to one image topic, run the enabled models on the newest frame, publish results.
+
+    Args:
+        detect: run a detector (``~detector/model``, default ``face``).
+        segment: run a segmenter (``~segmenter/model``, default ``person_segmentation``).
+
+    Raises:
+        ConfigError: bad parameter values; ModelError and friends: the model cannot load.
+    """
+
+    def __init__(self, detect: bool, segment: bool) -> None:
+        self.transport = str(rospy.get_param("~transport", "raw"))
+        if self.transport not in TRANSPORTS:
+            raise ConfigError("~transport: expected one of %s, found %r" % ("|".join(TRANSPORTS), self.transport))
+        self.detector: Optional[_Task] = self._load_detector() if detect else None
+        self.segmenter: Optional[_Task] = self._load_segmenter() if segment else None
+
+        self.detections_pub = rospy.Publisher("~detections", DetectionArray, queue_size=5)
+        self.class_map_pub = rospy.Publisher("~class_map", Image, queue_size=2)
+        self.color_mask_pub = rospy.Publisher("~color_mask", Image, queue_size=2)
+        self.annotated_pub = rospy.Publisher("~annotated", Image, queue_size=2)
+        self.vision_msgs = self._vision_msgs_publisher() if self.detector else None
+        self._latched = []
+        for task, topic in ((self.detector, "~labels"), (self.segmenter, "~segmentation_labels")):
+            if task is not None:
+                publisher = rospy.Publisher(topic, LabelTable, queue_size=1, latch=True)
+                publisher.publish(label_table_msg(task.model.labels, task.model.spec.name))
+                self._latched.append(publisher)
+
+        self._reconfigure = []
+        if self.detector is not None:
+            self._reconfigure.append(ReconfigureServer(DetectorConfig, self._on_detector_config, namespace="~detector"))
+        if self.segmenter is not None:
+            self._reconfigure.append(
+                ReconfigureServer(SegmenterConfig, self._on_segmenter_config, namespace="~segmenter")
+            )
+
+        self._stats_lock = threading.Lock()
+        self._frame_seconds: Deque[float] = collections.deque(maxlen=STATS_WINDOW)
+        self._latency_seconds: Deque[float] = collections.deque(maxlen=STATS_WINDOW)
+        self._last_error = ""
+        self._last_counts = {"received": 0, "processed": 0}
+        self._last_report = time.monotonic()
+        self.worker = LatestFrameWorker(self._process, self._on_error, name="vision-worker")
+        self.updater = diagnostic_updater.Updater()
+        self.updater.setHardwareID(rospy.get_name())
+        self.updater.add("frames", self._diagnose)
+        period = float(rospy.get_param("~diagnostic_period", 1.0))
+        self._diagnostics_timer = rospy.Timer(rospy.Duration(period), lambda _event: self.updater.update())
+
+        self.worker.start()
+        rospy.on_shutdown(self.worker.stop)
+        # Subscribe last: frames arrive only once the models are loaded.
+        image_topic = rospy.resolve_name("image")
+        if self.transport == "compressed":
+            image_topic, message_class = image_topic + "/compressed", CompressedImage
+        else:
+            message_class = Image
+        self.subscriber = rospy.Subscriber(
+            image_topic,
+            message_class,
+            self._on_image,
+            queue_size=int(rospy.get_param("~queue_size", 1)),
+            buff_size=int(rospy.get_param("~buff_size", 2**26)),
+            tcp_nodelay=True,
+        )
+        rospy.loginfo(
+            "%s: %s on %s (%s)",
+            rospy.get_name(),
+            " + ".join(t.model.spec.name for t in (self.detector, self.segmenter) if t is not None),
+            image_topic,
+            self.transport,
+        )
+
+    # -- setup ---------------------------------------------------------------------------
+    @staticmethod
+    def _load_detector() -> _Task:
+        task = _Task(Detector.from_spec(str(rospy.get_param("~detector/model", "face"))))
+        options = task.model.options
+        # The spec's thresholds are the defaults; dynamic_reconfigure reads these
+        # parameters at start, so seed the ones the user did not set.
+        for key, value in (("score_threshold", options.score_threshold), ("nms_iou", options.nms_iou)):
+            if not rospy.has_param("~detector/" + key):
+                rospy.set_param("~detector/" + key, float(value))
+        options.max_detections = int(rospy.get_param("~detector/max_detections", options.max_detections))
+        return task
+
+    @staticmethod
+    def _load_segmenter() -> _Task:
+        task = _Task(Segmenter.from_spec(str(rospy.get_param("~segmenter/model", "person_segmentation"))))
+        if not rospy.has_param("~segmenter/threshold"):
+            rospy.set_param("~segmenter/threshold", float(task.model.options.mask_threshold))
+        return task
+
+    @staticmethod
+    def _vision_msgs_publisher() -> Optional[Tuple[rospy.Publisher, Any]]:
+        if not rospy.get_param("~publish_vision_msgs", False):
+            return None
+        try:
+            from vision_msgs import msg as vision_msgs
+        except ImportError:
+            rospy.logwarn("~publish_vision_msgs is set but vision_msgs is not installed; not publishing it")
+            return None
+        return rospy.Publisher("~vision_detections", vision_msgs.Detection2DArray, queue_size=5), vision_msgs
+
+    # -- live settings -------------------------------------------------------------------
+    def _on_detector_config(self, config: Any, _level: int) -> Any:
+        task = self.detector
+        task.enabled = bool(config.enabled)
+        task.model.options.score_threshold = float(config.score_threshold)
+        task.model.options.nms_iou = float(config.nms_iou)
+        task.class_filter = parse_class_filter(config.class_filter)
+        return config
+
+    def _on_segmenter_config(self, config: Any, _level: int) -> Any:
+        task = self.segmenter
+        task.enabled = bool(config.enabled)
+        task.model.options.mask_threshold = float(config.threshold)
+        task.mask_alpha = float(config.mask_alpha)
+        return config
+
+    # -- frames --------------------------------------------------------------------------
+    def _on_image(self, msg: Any) -> None:
+        """Subscriber callback (rospy's receive thread): keep the newest frame, nothing else."""
+        if not any(t is not None and t.enabled for t in (self.detector, self.segmenter)):
+            self.worker.counters.add("received")
+            self.worker.counters.add("skipped")
+            return
+        self.worker.put(msg)
+
+    def _process(self, msg: Any) -> None:
+        """Worker thread: decode, infer, publish one frame's outputs."""
+        started = time.monotonic()
+        image = compressed_to_bgr(msg) if self.transport == "compressed" else image_to_bgr(msg)
+        header = msg.header
+        height, width = image.shape[:2]
+        detections: Optional[Detections] = None
+        if self.detector is not None and self.detector.enabled:
+            detections = self.detector.model(image)
+            if self.detector.class_filter:
+                detections = detections.filter(classes=self.detector.class_filter)
+            model_name = self.detector.model.spec.name
+            self.detections_pub.publish(detections_to_msg(detections, header, width, height, model_name))
+            if self.vision_msgs is not None:
+                self.vision_msgs[0].publish(to_detection2d_array(self.vision_msgs[1], detections, header))
+        want_annotated = self.annotated_pub.get_num_connections() > 0
+        segmentation: Optional[Segmentation] = None
+        if self.segmenter is not None and self.segmenter.enabled and (
+            want_annotated or self.class_map_pub.get_num_connections() or self.color_mask_pub.get_num_connections()
+        ):
+            segmentation = self.segmenter.model(image)
+            if self.class_map_pub.get_num_connections():
+                self.class_map_pub.publish(class_map_to_msg(segmentation, header))
+            if self.color_mask_pub.get_num_connections():
+                self.color_mask_pub.publish(bgr_to_image_msg(annotate.colorize_segmentation(segmentation), header))
+        if want_annotated:
+            annotated = image
+            if segmentation is not None:
+                annotated = annotate.overlay_segmentation(annotated, segmentation, self.segmenter.mask_alpha)
+            if detections is not None:
+                annotated = annotate.draw_detections(annotated, detections)
+            self.annotated_pub.publish(bgr_to_image_msg(annotated, header))
+        latency = (rospy.Time.now() - header.stamp).to_sec() if header.stamp else float("nan")
+        with self._stats_lock:
+            self._frame_seconds.append(time.monotonic() - started)
+            self._latency_seconds.append(latency)
+
+    def _on_error(self, msg: Any, err: Exception) -> None:
+        kind = "bad input" if isinstance(err, DlVisionError) else "unexpected %s" % type(err).__name__
+        text = "%s (frame stamp %.3f): %s" % (kind, msg.header.stamp.to_sec(), err)
+        self._last_error = text
+        rospy.logerr_throttle(5.0, "%s: dropped frame, %s" % (rospy.get_name(), text))
+
+    # -- diagnostics ---------------------------------------------------------------------
+    def _diagnose(self, stat: diagnostic_updater.DiagnosticStatusWrapper) -> diagnostic_updater.DiagnosticStatusWrapper:
+        counts = self.worker.counters.snapshot()
+        now = time.monotonic()
+        elapsed = max(now - self._last_report, 1e-6)
+        input_rate = (counts["received"] - self._last_counts["received"]) / elapsed
+        output_rate = (counts["processed"] - self._last_counts["processed"]) / elapsed
+        self._last_counts, self._last_report = counts, now
+        with self._stats_lock:
+            frame_ms = 1000.0 * np.asarray(self._frame_seconds, dtype=np.float64)
+            latency_ms = 1000.0 * np.asarray(self._latency_seconds, dtype=np.float64)
+        if not self.worker.alive:
+            stat.summary(DiagnosticStatus.ERROR, "worker thread stopped")
+        elif counts["errors"]:
+            stat.summary(DiagnosticStatus.WARN, "%d bad frames; last: %s" % (counts["errors"], self._last_error))
+        else:
+            stat.summary(DiagnosticStatus.OK, "ok")
+        for key in ("received", "processed", "skipped", "errors"):
+            stat.add(key, str(counts[key]))
+        stat.add("input rate (Hz)", "%.2f" % input_rate)
+        stat.add("processed rate (Hz)", "%.2f" % output_rate)
+        if frame_ms.size:
+            stat.add("frame time median (ms)", "%.2f" % np.median(frame_ms))
+            stat.add("frame time max (ms)", "%.2f" % frame_ms.max())
+            finite = latency_ms[np.isfinite(latency_ms)]
+            stat.add("latency median (ms)", "%.2f" % np.median(finite) if finite.size else "n/a")
+        for prefix, task in (("detector", self.detector), ("segmenter", self.segmenter)):
+            if task is not None:
+                stat.add(prefix + " model", task.model.spec.name)
+                stat.add(prefix + " enabled", str(task.enabled))
+                for stage, milliseconds in dict(task.model.timings).items():
+                    stat.add("%s %s (ms)" % (prefix, stage), "%.2f" % milliseconds)
+        return stat
+
+
+def to_detection2d_array(vision_msgs: Any, detections: Detections, header: Any) -> Any:
+    """``vision_msgs/Detection2DArray`` (Noetic layout: integer hypothesis ids, centre + size boxes)."""
+    out = vision_msgs.Detection2DArray(header=header)
+    for box, score, class_id in zip(detections.xyxy.tolist(), detections.score.tolist(), detections.class_id.tolist()):
+        det = vision_msgs.Detection2D(header=header)
+        det.bbox.center.x = (box[0] + box[2]) / 2.0
+        det.bbox.center.y = (box[1] + box[3]) / 2.0
+        det.bbox.size_x = box[2] - box[0]
+        det.bbox.size_y = box[3] - box[1]
+        det.results.append(vision_msgs.ObjectHypothesisWithPose(id=int(class_id), score=float(score)))
+        out.detections.append(det)
+    return out
+
+
+def main(name: str, detect: bool, segment: bool, argv: Sequence[str]) -> int:
+    """Run a node until shutdown; a configuration or model error is one fatal log line and exit code 1."""
+    rospy.init_node(name, argv=list(argv))
+    try:
+        VisionNode(detect=detect, segment=segment)
+    except DlVisionError as err:
+        rospy.logfatal("%s: %s", rospy.get_name(), err)
+        return 1
+    rospy.spin()
+    return 0
+
