@@ -251,3 +251,39 @@ def weighted_nms(
         if keypoints is None
         else np.asarray(out_points, dtype=np.float32).reshape((k,) + keypoints.shape[1:]),
     )
+
+
+def select_detections(
+    xyxy: np.ndarray,
+    scores: np.ndarray,
+    class_ids: np.ndarray,
+    score_threshold: float,
+    iou_threshold: float,
+    max_detections: int,
+    class_agnostic: bool = False,
+) -> np.ndarray:
+    """Score filter, then NMS, then the cap: what every box decoder does last.
+
+    Args:
+        xyxy: (N, 4) candidate boxes.
+        scores: (N,) candidate scores.
+        class_ids: (N,) candidate classes.
+        score_threshold: candidates scoring below it are dropped first.
+        iou_threshold: NMS IoU.
+        max_detections: cap on the result.
+        class_agnostic: suppress across classes.
+
+    Returns:
+        (K,) int64 indices into the candidates, by descending score.
+    """
+    candidates = np.nonzero(np.asarray(scores).reshape(-1) >= score_threshold)[0]
+    if candidates.size == 0:
+        return candidates.astype(np.int64)
+    kept = nms(
+        np.asarray(xyxy)[candidates],
+        np.asarray(scores)[candidates],
+        iou_threshold,
+        class_ids=None if class_agnostic else np.asarray(class_ids)[candidates],
+        max_detections=max_detections,
+    )
+    return candidates[kept]
