@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""rostest: fed at twice its capacity, the node keeps to the newest frames.
+
+First the node's capacity is measured one frame at a time (its own per-frame
+processing time from diagnostics, and the round trip seen from here); then
+frames are published at twice that rate for ``~duration`` seconds. Latency is
+the receive time of an output minus its input stamp. Parameters: ``~node``,
+``~image_topic``, ``~duration`` (s, default 10).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import unittest
+
+import numpy as np
+import rospy
+from vision_test_support import Collector, FramePublisher, diagnostics_collector, frame_counters, sample_image
+
+import rostest
+from dl_vision.msg import DetectionArray
+
+CALIBRATION_FRAMES = 15
+
+
+class OverloadTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls) -> None:
+        rospy.init_node("test_overload")
+        cls.node = rospy.get_param("~node")
+        cls.duration = float(rospy.get_param("~duration", 10.0))
+        cls.detections = Collector(cls.node + "/detections", DetectionArray)
+        cls.diagnostics = diagnostics_collector()
+        cls.camera = FramePublisher(rospy.get_param("~image_topic"))
+        assert cls.camera.wait_for_subscriber(), "node under test never subscribed"
+
+    def test_latency_stays_bounded_at_twice_the_capacity(self) -> None:
+        message = self.camera.message(sample_image("astronaut"))
+        round_trips = []
+        for _ in range(CALIBRATION_FRAMES):
+            stamp = self.camera.publish(message)
+            answer = self.detections.wait_for(lambda m, s=stamp: m.header.stamp == s)
+            self.assertIsNotNone(answer, "no answer during calibration")
+            round_trips.append(rospy.Time.now().to_sec() - stamp.to_sec())
+        round_trip = float(np.median(round_trips[3:]))  # the first frames warm the model up
+        counters = frame_counters(self.diagnostics, self.node.lstrip("/"))
+        self.assertIn("frame time median (ms)", counters, "no diagnostics from %s" % self.node)
+        processing = float(counters["frame time median (ms)"]) / 1000.0
+        skipped_before = int(counters["skipped"])
+
+        period = round_trip / 2.0  # twice the rate the node can answer
+        first_stamp = None
+        sent = 0
+        started = time.monotonic()
+        next_time = started
+        while time.monotonic() - started < self.duration:
+            stamp = self.camera.publish(message)
+            first_stamp = first_stamp or stamp
+            sent += 1
+            next_time += period
+            time.sleep(max(0.0, next_time - time.monotonic()))
+        time.sleep(max(1.0, 5 * round_trip))  # let the last frame through
+
+        outputs = [(received, msg.header.stamp.to_sec()) for received, msg in self.detections.snapshot()
+                   if msg.header.stamp >= first_stamp]
+        latencies = np.array([received - stamp for received, stamp in outputs])
+        counters = frame_counters(self.diagnostics, self.node.lstrip("/"))
+        skipped = int(counters["skipped"]) - skipped_before
+        tenth = max(3, len(latencies) // 10)
+        report = (
+            "processing %.1f ms, round trip %.1f ms; sent %d frames at %.1f Hz for %.0f s, %d answered, %d skipped; "
+            "latency median %.1f ms, p90 %.1f ms, max %.1f ms; first-10%% median %.1f ms, last-10%% median %.1f ms"
+            % (1000 * processing, 1000 * round_trip, sent, 1.0 / period, self.duration, len(latencies), skipped,
+               1000 * np.median(latencies), 1000 * np.percentile(latencies, 90), 1000 * latencies.max(),
+               1000 * np.median(latencies[:tenth]), 1000 * np.median(latencies[-tenth:]))
+        )
+        print("OVERLOAD: " + report, flush=True)
+        rospy.loginfo("OVERLOAD: %s", report)
+        self.assertGreater(len(latencies), 10, report)
+        self.assertGreater(skipped, 0, "the node should drop stale frames: " + report)
+        self.assertLess(len(latencies), sent, report)
+        self.assertLess(float(np.median(latencies)), 2.0 * processing, report)
+        # No backlog: the last outputs are not later than the first ones.
+        self.assertLess(float(np.median(latencies[-tenth:])), 2.0 * processing, report)
+
+
+if __name__ == "__main__":
+    rostest.rosrun("dl_vision", "overload", OverloadTest, sys.argv)
