@@ -7,6 +7,8 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
+from dl_vision.errors import ModelError
+
 
 class TensorInfo:
     """Name, shape and dtype of one model input or output.
@@ -34,6 +36,41 @@ class TensorInfo:
 
     def __repr__(self) -> str:
         return "TensorInfo(%r, %s, %s)" % (self.name, self.shape, self.dtype.name)
+
+
+def check_feeds(
+    runtime: str, inputs: List[TensorInfo], feeds: Union[np.ndarray, Mapping[str, np.ndarray]]
+) -> Dict[str, np.ndarray]:
+    """Name the arrays for a model's inputs and check them against the model.
+
+    Args:
+        runtime: runtime name for messages (``"onnxruntime"``, ...).
+        inputs: the model's inputs.
+        feeds: the first input's array, or ``{input name: array}``.
+
+    Returns:
+        ``{input name: array}`` for every model input.
+
+    Raises:
+        ModelError: an input is missing, or an array's rank, fixed dimensions or
+            dtype differ from the model's.
+    """
+    named = {inputs[0].name: feeds} if isinstance(feeds, np.ndarray) else dict(feeds)
+    checked = {}
+    for info in inputs:
+        if info.name not in named:
+            raise ModelError(
+                "%s input %r missing: expected inputs %s, found %s"
+                % (runtime, info.name, [i.name for i in inputs], sorted(named))
+            )
+        array = np.asarray(named[info.name])
+        fits = array.ndim == len(info.shape) and all(d is None or d == s for d, s in zip(info.shape, array.shape))
+        if not fits:
+            raise ModelError("%s input %r: expected shape %s, found %s" % (runtime, info.name, info.shape, array.shape))
+        if array.dtype != info.dtype:
+            raise ModelError("%s input %r: expected dtype %s, found %s" % (runtime, info.name, info.dtype, array.dtype))
+        checked[info.name] = array
+    return checked
 
 
 class Backend(abc.ABC):

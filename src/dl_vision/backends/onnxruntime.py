@@ -1,0 +1,173 @@
+"""ONNX Runtime backend (``format: onnx``) with an ordered execution-provider list.
+
+The spec's ``runtime.providers`` lists providers best first, e.g.
+``[tensorrt, cuda, cpu]`` (short names) or ONNX Runtime's own names
+(``TensorrtExecutionProvider``...). Providers this ONNX Runtime build lacks are
+dropped with a logged reason, and a provider that fails to start (missing CUDA
+libraries, say) makes ONNX Runtime fall back; the providers really in use are
+logged and kept in :attr:`OnnxRuntimeBackend.providers`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from dl_vision.backends.base import Backend, TensorInfo, check_feeds
+from dl_vision.errors import BackendUnavailableError, ConfigError, ModelError
+
+LOGGER = logging.getLogger("dl_vision")
+
+#: Short provider names a spec may use.
+PROVIDER_ALIASES = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+
+#: Used when the spec names none: the GPU when this build has one, else the CPU.
+DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+#: ONNX tensor element types (as ONNX Runtime spells them) to numpy dtypes.
+ONNX_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(bool)": np.bool_,
+}
+
+
+def _import_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise BackendUnavailableError(
+            "format onnx needs ONNX Runtime: expected `pip install onnxruntime` (onnxruntime-gpu for CUDA/TensorRT), "
+            "found it not installed (%s)" % err
+        ) from err
+    return onnxruntime
+
+
+def _tensor_info(arg: Any) -> TensorInfo:
+    # Symbolic dimensions ("batch", "N") come back as strings: they are dynamic.
+    shape = tuple(d if isinstance(d, int) else None for d in (arg.shape or ()))
+    dtype = ONNX_DTYPES.get(arg.type)
+    if dtype is None:
+        raise ModelError(
+            "ONNX tensor %r: expected one of types %s, found %s" % (arg.name, sorted(ONNX_DTYPES), arg.type)
+        )
+    return TensorInfo(arg.name, shape, dtype)
+
+
+def select_providers(requested: Optional[Sequence[str]], available: Sequence[str], known: Sequence[str]) -> List[str]:
+    """The requested providers this build has, in order, with the CPU as the last resort.
+
+    Args:
+        requested: provider names (short or full), best first; None for the default.
+        available: ``onnxruntime.get_available_providers()``.
+        known: ``onnxruntime.get_all_providers()`` (to tell typos from missing builds).
+
+    Returns:
+        Full provider names to pass to the session.
+
+    Raises:
+        ConfigError: a name is not an ONNX Runtime provider at all.
+    """
+    names = list(DEFAULT_PROVIDERS if requested is None else requested)
+    if isinstance(requested, str):
+        names = [requested]
+    chosen: List[str] = []
+    for name in names:
+        full = PROVIDER_ALIASES.get(str(name).lower(), str(name))
+        if full not in known:
+            raise ConfigError(
+                "runtime.providers: expected ONNX Runtime providers (%s or full names), found %r"
+                % (", ".join(PROVIDER_ALIASES), name)
+            )
+        if full not in available:
+            if requested is not None:
+                LOGGER.warning(
+                    "onnxruntime: provider %s is not in this build (available: %s); skipping it",
+                    full,
+                    ", ".join(available),
+                )
+            continue
+        if full not in chosen:
+            chosen.append(full)
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+class OnnxRuntimeBackend(Backend):
+    """An ``.onnx`` model in an ONNX Runtime inference session.
+
+    Args:
+        path: the ``.onnx`` file.
+        providers: execution providers best first (see module doc); None: CUDA if present, else CPU.
+        threads: intra-op CPU threads (None: ONNX Runtime's default, one per core).
+
+    Raises:
+        BackendUnavailableError: ONNX Runtime is not installed.
+        ConfigError: a bad provider name or thread count.
+        ModelError: the file is missing or not a loadable ONNX model.
+    """
+
+    runtime = "onnxruntime"
+
+    def __init__(
+        self,
+        path: Union[str, Path],
+        providers: Optional[Sequence[str]] = None,
+        threads: Optional[int] = None,
+    ) -> None:
+        path = Path(path)
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ConfigError("runtime.threads: expected a positive integer, found %r" % (threads,))
+        if not path.is_file():
+            raise ModelError("ONNX model file %s does not exist" % path)
+        ort = _import_onnxruntime()
+        chosen = select_providers(providers, ort.get_available_providers(), ort.get_all_providers())
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        try:
+            self._session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+        except Exception as err:  # noqa: BLE001 - ONNX Runtime's pybind errors share no base class but Exception
+            raise ModelError("%s is not a loadable ONNX model: %s" % (path, " ".join(str(err).split())[:300])) from err
+        self.path = path
+        self.providers: List[str] = list(self._session.get_providers())
+        fallen = [p for p in chosen if p not in self.providers]
+        if fallen:
+            LOGGER.warning(
+                "onnxruntime: providers %s failed to start (see ONNX Runtime's log above); running on %s",
+                ", ".join(fallen),
+                ", ".join(self.providers),
+            )
+        LOGGER.info("onnxruntime: %s on %s", path.name, ", ".join(self.providers))
+        self.inputs: List[TensorInfo] = [_tensor_info(arg) for arg in self._session.get_inputs()]
+        self.outputs: List[TensorInfo] = [_tensor_info(arg) for arg in self._session.get_outputs()]
+
+    def run(self, inputs: Union[np.ndarray, Mapping[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+        """Run one batch (any batch size when the model's batch dimension is dynamic).
+
+        Raises:
+            ModelError: an input does not match the model, or inference fails.
+        """
+        feeds = check_feeds("ONNX", self.inputs, inputs)
+        try:
+            values = self._session.run(None, feeds)
+        except Exception as err:  # noqa: BLE001 - see __init__
+            raise ModelError("ONNX inference failed: %s" % " ".join(str(err).split())[:300]) from err
+        return {info.name: value for info, value in zip(self.outputs, values)}
+
+    def close(self) -> None:
+        self._session = None

@@ -1,0 +1,164 @@
+"""TensorFlow backends: SavedModel (``format: saved_model``) and Keras (``format: keras``).
+
+A SavedModel runs through one of its signatures (``serving_default`` unless the
+spec says otherwise); the TF2 Object Detection API exports its detectors this
+way, with outputs named ``detection_boxes``, ``detection_scores``, ... A Keras
+``.keras`` or legacy ``.h5`` file is loaded with ``safe_mode=True`` (no
+arbitrary Python from the file) and without its training configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Union
+
+import numpy as np
+
+from dl_vision.backends.base import Backend, TensorInfo, check_feeds
+from dl_vision.errors import BackendUnavailableError, ModelError
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def import_tensorflow() -> Any:
+    """The ``tensorflow`` module, imported on first use.
+
+    Raises:
+        BackendUnavailableError: TensorFlow is not installed.
+    """
+    # TensorFlow's C++ start-up chatter is noise for a ROS node; the caller may override.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow as tf
+    except ImportError as err:
+        raise BackendUnavailableError(
+            "this model needs TensorFlow: expected `pip install tensorflow` (or NVIDIA's build on a Jetson), "
+            "found it not installed (%s)" % err
+        ) from err
+    return tf
+
+
+def _spec_info(name: str, spec: Any) -> TensorInfo:
+    shape = tuple(spec.shape.as_list()) if spec.shape.rank is not None else ()
+    return TensorInfo(name, shape, spec.dtype.as_numpy_dtype)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:300]
+
+
+class SavedModelBackend(Backend):
+    """A TensorFlow SavedModel directory, run through one signature.
+
+    Args:
+        path: the SavedModel directory (holding ``saved_model.pb``).
+        signature: signature key to run.
+
+    Raises:
+        BackendUnavailableError: TensorFlow is not installed.
+        ModelError: the directory is missing, not a SavedModel, or lacks the signature.
+    """
+
+    runtime = "tensorflow"
+
+    def __init__(self, path: Union[str, Path], signature: str = "serving_default") -> None:
+        path = Path(path)
+        if not (path / "saved_model.pb").is_file():
+            raise ModelError("SavedModel: expected a directory holding saved_model.pb, found %s" % path)
+        tf = import_tensorflow()
+        self._tf = tf
+        try:
+            self._model = tf.saved_model.load(str(path))
+        except (OSError, ValueError, RuntimeError, tf.errors.OpError) as err:
+            raise ModelError("%s is not a loadable SavedModel: %s" % (path, _one_line(err))) from err
+        signatures = dict(self._model.signatures)
+        if signature not in signatures:
+            raise ModelError(
+                "SavedModel %s: expected signature %r, found %s" % (path, signature, sorted(signatures) or "none")
+            )
+        self.path = path
+        self._function = signatures[signature]
+        input_specs = self._function.structured_input_signature[1]
+        self.inputs: List[TensorInfo] = [_spec_info(name, input_specs[name]) for name in sorted(input_specs)]
+        output_specs = self._function.structured_outputs
+        self.outputs: List[TensorInfo] = [_spec_info(name, output_specs[name]) for name in sorted(output_specs)]
+
+    def run(self, inputs: Union[np.ndarray, Mapping[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+        """Run the signature on one batch.
+
+        Raises:
+            ModelError: an input does not match the signature, or inference fails.
+        """
+        feeds = check_feeds("SavedModel", self.inputs, inputs)
+        tf = self._tf
+        try:
+            outputs = self._function(**{name: tf.constant(array) for name, array in feeds.items()})
+        except (ValueError, TypeError, tf.errors.OpError) as err:
+            raise ModelError("SavedModel inference failed: %s" % _one_line(err)) from err
+        return {name: value.numpy() for name, value in outputs.items()}
+
+
+class KerasBackend(Backend):
+    """A Keras model file (``.keras``, or legacy ``.h5``).
+
+    Args:
+        path: the model file.
+
+    Raises:
+        BackendUnavailableError: TensorFlow is not installed.
+        ModelError: the file is missing, has another suffix, or cannot be loaded safely.
+    """
+
+    runtime = "tensorflow"
+
+    def __init__(self, path: Union[str, Path]) -> None:
+        path = Path(path)
+        if path.suffix.lower() not in KERAS_SUFFIXES:
+            raise ModelError("Keras model: expected a file ending in %s, found %s" % ("/".join(KERAS_SUFFIXES), path))
+        if not path.is_file():
+            raise ModelError("Keras model file %s does not exist" % path)
+        tf = import_tensorflow()
+        self._tf = tf
+        try:
+            # safe_mode refuses Lambda layers carrying pickled Python; compile=False skips the optimizer.
+            self._model = tf.keras.models.load_model(str(path), compile=False, safe_mode=True)
+        except (OSError, ValueError, TypeError, RuntimeError) as err:
+            raise ModelError("%s is not a loadable Keras model: %s" % (path, _one_line(err))) from err
+        self.path = path
+        self.inputs: List[TensorInfo] = [
+            TensorInfo(_tensor_name(t, "input_%d" % i), tuple(t.shape), t.dtype)
+            for i, t in enumerate(self._model.inputs)
+        ]
+        self.outputs: List[TensorInfo] = [
+            TensorInfo(name, tuple(t.shape), t.dtype) for name, t in zip(self._output_names(), self._model.outputs)
+        ]
+
+    def _output_names(self) -> List[str]:
+        names = list(getattr(self._model, "output_names", None) or [])
+        if len(names) != len(self._model.outputs):
+            names = [_tensor_name(t, "output_%d" % i) for i, t in enumerate(self._model.outputs)]
+        return names
+
+    def run(self, inputs: Union[np.ndarray, Mapping[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+        """Run the model on one batch (inference mode).
+
+        Raises:
+            ModelError: an input does not match the model, or inference fails.
+        """
+        feeds = check_feeds("Keras", self.inputs, inputs)
+        arrays = [feeds[info.name] for info in self.inputs]
+        try:
+            result = self._model(arrays if len(arrays) > 1 else arrays[0], training=False)
+        except (ValueError, TypeError, self._tf.errors.OpError) as err:
+            raise ModelError("Keras inference failed: %s" % _one_line(err)) from err
+        if isinstance(result, Mapping):
+            return {str(name): np.asarray(value) for name, value in result.items()}
+        values = result if isinstance(result, (list, tuple)) else [result]
+        return {info.name: np.asarray(value) for info, value in zip(self.outputs, values)}
+
+
+def _tensor_name(tensor: Any, fallback: str) -> str:
+    """A Keras tensor's name without the ``:0`` suffix TensorFlow appends."""
+    name = str(getattr(tensor, "name", "") or fallback)
+    return name.split(":")[0]

@@ -1,0 +1,298 @@
+"""TensorFlow (SavedModel, Keras), ONNX Runtime and TensorRT backends on small models built here.
+
+Each model has the signature of the real thing it stands for: a SavedModel with the TF
+Object Detection API's input and output names, an ONNX model with YOLOv8's
+(batch, 4 + nc, N) head, a Keras file. Backend + decoder runs end to end.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+import numpy as np
+import pytest
+
+from dl_vision.backends.base import check_feeds
+from dl_vision.decoders.base import DecodeOptions
+from dl_vision.decoders.tf_od_api import TfOdApiDecoder
+from dl_vision.decoders.yolo import YoloDecoder
+from dl_vision.errors import BackendUnavailableError, ConfigError, ModelError
+from dl_vision.geometry import ImageTransform
+
+onnx = pytest.importorskip("onnx", reason="building test models needs the onnx package")
+pytest.importorskip("onnxruntime", reason="the ONNX backend needs onnxruntime")
+
+from dl_vision.backends.onnxruntime import OnnxRuntimeBackend, select_providers  # noqa: E402
+
+# YOLOv8-style head: 2 classes, 32 candidates; the model reshapes its (B, 3, 8, 8) input into (B, 6, 32).
+CLASSES, CANDIDATES, SIDE = 2, 32, 8
+
+
+def _yolo_onnx(path, dynamic_batch):
+    from onnx import TensorProto, helper
+
+    batch = "batch" if dynamic_batch else 1
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["images", "head_shape"], ["output0"])],
+        "yolov8_head",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, SIDE, SIDE])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [batch, 4 + CLASSES, CANDIDATES])],
+        [helper.make_tensor("head_shape", TensorProto.INT64, [3], [0, 4 + CLASSES, CANDIDATES])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8  # readable by older ONNX Runtime builds (JetPack's)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def _head_input(cx):
+    """An input whose reshaped head holds one class-1 box (cx, 20, 10, 10) scoring 0.9."""
+    head = np.zeros((4 + CLASSES, CANDIDATES), np.float32)
+    head[:, 5] = [cx, 20, 10, 10, 0.05, 0.9]
+    return head.reshape(1, 3, SIDE, SIDE)
+
+
+@pytest.fixture(scope="module")
+def yolo_models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("onnx")
+    return {
+        "static": _yolo_onnx(folder / "yolov8_static.onnx", dynamic_batch=False),
+        "dynamic": _yolo_onnx(folder / "yolov8_dynamic.onnx", dynamic_batch=True),
+    }
+
+
+def test_onnx_yolov8_head_end_to_end(yolo_models):
+    backend = OnnxRuntimeBackend(yolo_models["static"], providers=["cpu"], threads=1)
+    assert [(i.name, i.shape) for i in backend.inputs] == [("images", (1, 3, 8, 8))]
+    assert [(o.name, o.shape) for o in backend.outputs] == [("output0", (1, 6, 32))]
+    assert not backend.supports_batch
+    outputs = backend.run(_head_input(cx=30))
+    # Letterbox of a 16x64 image into 64x64: scale 1, 24 px bands; the box (25, 15, 35, 25) moves up 24 px.
+    transform = ImageTransform.letterbox((16, 64), (64, 64))
+    dets = YoloDecoder(labels=["cat", "dog"]).decode(outputs, transform, DecodeOptions(0.5))
+    np.testing.assert_allclose(dets.xyxy, [[25, 0, 35, 1]], atol=1e-4)  # y clipped to the 16 px image
+    assert dets.class_names == ["dog"]
+
+
+def test_onnx_dynamic_batch_runs_several_images_at_once(yolo_models):
+    backend = OnnxRuntimeBackend(yolo_models["dynamic"], providers=["cpu"])
+    assert backend.supports_batch
+    batch = np.concatenate([_head_input(cx=30), _head_input(cx=40)])
+    outputs = backend.run(batch)
+    assert outputs["output0"].shape == (2, 6, 32)
+    decoder, transform = YoloDecoder(), ImageTransform.stretch((64, 64), (64, 64))
+    centres = [float(decoder.decode({"output0": outputs["output0"][i : i + 1]}, transform).xyxy[0, 0]) for i in (0, 1)]
+    assert centres == [25.0, 35.0]
+
+
+def test_onnx_shape_mismatch_names_expected_and_found(yolo_models):
+    backend = OnnxRuntimeBackend(yolo_models["static"], providers=["cpu"])
+    with pytest.raises(ModelError, match=r"expected shape \(1, 3, 8, 8\), found \(1, 3, 16, 16\)"):
+        backend.run(np.zeros((1, 3, 16, 16), np.float32))
+    with pytest.raises(ModelError, match="expected dtype float32, found uint8"):
+        backend.run(np.zeros((1, 3, 8, 8), np.uint8))
+    with pytest.raises(ModelError, match="input 'images' missing"):
+        backend.run({"input": np.zeros((1, 3, 8, 8), np.float32)})
+
+
+def test_onnx_bad_files(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        OnnxRuntimeBackend(tmp_path / "missing.onnx")
+    text = tmp_path / "notes.onnx"
+    text.write_text("this is not a protobuf")
+    with pytest.raises(ModelError, match="is not a loadable ONNX model"):
+        OnnxRuntimeBackend(text)
+
+
+def test_onnx_unavailable_providers_are_dropped_with_a_logged_reason(yolo_models, caplog):
+    available = select_providers(None, ["CPUExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert available == ["CPUExecutionProvider"]
+    with caplog.at_level(logging.WARNING, logger="dl_vision"):
+        chosen = select_providers(
+            ["tensorrt", "CUDAExecutionProvider"],
+            ["CUDAExecutionProvider", "CPUExecutionProvider"],
+            ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+        )
+    assert chosen == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert "TensorrtExecutionProvider is not in this build" in caplog.text
+    # The real session on this machine: whatever GPU providers are asked for, it runs.
+    backend = OnnxRuntimeBackend(yolo_models["static"], providers=["tensorrt", "cuda", "cpu"])
+    assert backend.providers[-1] == "CPUExecutionProvider"
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"providers": ["gpu"]}, ConfigError, "expected ONNX Runtime providers"),
+        ({"threads": 0}, ConfigError, "expected a positive integer"),
+    ],
+)
+def test_onnx_bad_runtime_options(yolo_models, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        OnnxRuntimeBackend(yolo_models["static"], **kwargs)
+
+
+def test_check_feeds_accepts_dynamic_dimensions():
+    from dl_vision.backends.base import TensorInfo
+
+    infos = [TensorInfo("x", (None, 4), np.float32)]
+    assert check_feeds("test", infos, np.zeros((7, 4), np.float32))["x"].shape == (7, 4)
+    with pytest.raises(ModelError, match=r"expected shape \(None, 4\), found \(4,\)"):
+        check_feeds("test", infos, np.zeros(4, np.float32))
+
+
+# --- TensorFlow: one import per module (TF start-up is seconds) ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def tf():
+    return pytest.importorskip("tensorflow", reason="the SavedModel/Keras backends need TensorFlow")
+
+
+@pytest.fixture(scope="module")
+def od_api_saved_model(tf, tmp_path_factory):
+    """A SavedModel with the TF2 OD API's serving signature around a Keras layer.
+
+    Its one detection's box is fixed; its score is the mean input pixel / 255, so the
+    test can see that the image really flows through.
+    """
+    scorer = tf.keras.layers.GlobalAveragePooling2D()
+
+    class Detector(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8, name="input_tensor")])
+        def serve(self, input_tensor):
+            score = tf.reduce_mean(scorer(tf.cast(input_tensor, tf.float32)), axis=1) / 255.0
+            return {
+                "detection_boxes": tf.constant([[[0.25, 0.1, 0.75, 0.5], [0.0, 0.0, 0.1, 0.1]]]),
+                "detection_scores": tf.stack([score, tf.zeros_like(score)], axis=1),
+                "detection_classes": tf.constant([[1.0, 2.0]]),
+                "num_detections": tf.constant([2.0]),
+            }
+
+    detector = Detector()
+    path = tmp_path_factory.mktemp("tf") / "saved_model"
+    tf.saved_model.save(detector, str(path), signatures={"serving_default": detector.serve})
+    return path
+
+
+def test_saved_model_od_api_end_to_end(od_api_saved_model):
+    from dl_vision.backends.tensorflow import SavedModelBackend
+
+    backend = SavedModelBackend(od_api_saved_model)
+    assert [(i.name, i.shape, i.dtype) for i in backend.inputs] == [("input_tensor", (1, None, None, 3), np.uint8)]
+    assert sorted(o.name for o in backend.outputs) == sorted(
+        ["detection_boxes", "detection_scores", "detection_classes", "num_detections"]
+    )
+    image = np.full((1, 320, 320, 3), 204, np.uint8)  # mean 204 -> score 0.8
+    outputs = backend.run(image)
+    dets = TfOdApiDecoder(labels=["person"]).decode(
+        outputs, ImageTransform.letterbox((240, 320), (320, 320)), DecodeOptions(0.5)
+    )
+    np.testing.assert_allclose(dets.xyxy, [[32, 40, 160, 200]], atol=1e-4)
+    np.testing.assert_allclose(dets.score, [0.8], atol=1e-6)
+    assert dets.class_names == ["person"]
+
+
+def test_saved_model_errors(od_api_saved_model, tmp_path):
+    from dl_vision.backends.tensorflow import SavedModelBackend
+
+    with pytest.raises(ModelError, match="expected a directory holding saved_model.pb"):
+        SavedModelBackend(tmp_path / "nowhere")
+    with pytest.raises(ModelError, match="expected signature 'detect', found"):
+        SavedModelBackend(od_api_saved_model, signature="detect")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"not a protobuf")
+    with pytest.raises(ModelError, match="is not a loadable SavedModel"):
+        SavedModelBackend(broken)
+    backend = SavedModelBackend(od_api_saved_model)
+    with pytest.raises(ModelError, match=r"expected shape \(1, None, None, 3\), found \(2, 8, 8, 3\)"):
+        backend.run(np.zeros((2, 8, 8, 3), np.uint8))
+
+
+@pytest.fixture(scope="module")
+def keras_files(tf, tmp_path_factory):
+    """A 1x1 convolution with known weights (out = 2 * in + 1 per channel) as .keras and .h5."""
+    inputs = tf.keras.Input((4, 4, 1), name="image")
+    conv = tf.keras.layers.Conv2D(1, 1, name="heat")
+    model = tf.keras.Model(inputs, conv(inputs))
+    conv.set_weights([np.full((1, 1, 1, 1), 2.0, np.float32), np.ones(1, np.float32)])
+    folder = tmp_path_factory.mktemp("keras")
+    model.save(folder / "model.keras")
+    model.save(folder / "model.h5")
+    return folder
+
+
+@pytest.mark.parametrize("name", ["model.keras", "model.h5"])
+def test_keras_backend_runs_batches(keras_files, name):
+    from dl_vision.backends.tensorflow import KerasBackend
+
+    backend = KerasBackend(keras_files / name)
+    assert [(i.name, i.shape) for i in backend.inputs] == [("image", (None, 4, 4, 1))]
+    assert backend.supports_batch
+    batch = np.arange(3 * 16, dtype=np.float32).reshape(3, 4, 4, 1)
+    (output,) = backend.run(batch).values()
+    np.testing.assert_allclose(output, 2 * batch + 1)
+
+
+def test_keras_errors(keras_files, tmp_path):
+    from dl_vision.backends.tensorflow import KerasBackend
+
+    with pytest.raises(ModelError, match="expected a file ending in .keras/.h5/.hdf5"):
+        KerasBackend(tmp_path / "model.onnx")
+    with pytest.raises(ModelError, match="does not exist"):
+        KerasBackend(tmp_path / "missing.keras")
+    fake = tmp_path / "fake.keras"
+    fake.write_text("not a zip archive")
+    with pytest.raises(ModelError, match="is not a loadable Keras model"):
+        KerasBackend(fake)
+    with pytest.raises(ModelError, match=r"expected shape \(None, 4, 4, 1\), found \(1, 5, 5, 1\)"):
+        KerasBackend(keras_files / "model.keras").run(np.zeros((1, 5, 5, 1), np.float32))
+
+
+# --- TensorRT ------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+def test_tensorrt_missing_is_a_clear_error(tmp_path):
+    from dl_vision.backends.tensorrt import TensorRTBackend
+
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"\0" * 16)
+    with pytest.raises(BackendUnavailableError, match="python3-libnvinfer"):
+        TensorRTBackend(engine)
+
+
+def test_tensorrt_rejects_other_files(tmp_path):
+    from dl_vision.backends.tensorrt import TensorRTBackend
+
+    with pytest.raises(ModelError, match="expected a file ending in .engine/.plan/.trt"):
+        TensorRTBackend(tmp_path / "model.onnx")
+    with pytest.raises(ModelError, match="does not exist"):
+        TensorRTBackend(tmp_path / "model.engine")
+
+
+def test_tensorrt_engine_from_the_yolov8_onnx(yolo_models, tmp_path):
+    trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (Jetson / NVIDIA GPU only)")
+    from dl_vision.backends.tensorrt import TensorRTBackend
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
+    parser = trt.OnnxParser(network, logger)
+    assert parser.parse(yolo_models["dynamic"].read_bytes())
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    profile.set_shape("images", (1, 3, SIDE, SIDE), (2, 3, SIDE, SIDE), (4, 3, SIDE, SIDE))
+    config.add_optimization_profile(profile)
+    engine = tmp_path / "yolov8.engine"
+    engine.write_bytes(bytes(builder.build_serialized_network(network, config)))
+    backend = TensorRTBackend(engine)
+    assert backend.supports_batch
+    batch = np.concatenate([_head_input(cx=30), _head_input(cx=40)])
+    np.testing.assert_allclose(backend.run(batch)["output0"], batch.reshape(2, 6, 32))
+    with pytest.raises(ModelError, match="outside the engine's optimisation profile"):
+        backend.run(np.zeros((8, 3, SIDE, SIDE), np.float32))
+    backend.close()
