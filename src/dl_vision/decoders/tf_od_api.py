@@ -15,6 +15,7 @@ map file (``label_map.pbtxt``) can be given instead and gets the same offset.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence, Union
@@ -42,7 +43,7 @@ def read_label_map(path: Union[str, Path], label_id_offset: int = 1) -> LabelTab
     Raises:
         ConfigError: the file is missing or holds no ``item { id: ... name: ... }`` entries.
     """
-    path = Path(path)
+    path = Path(os.path.expandvars(os.path.expanduser(str(path))))
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
@@ -76,7 +77,7 @@ class TfOdApiDecoder(Decoder):
     Args:
         labels: class names indexed by ``raw id - label_id_offset``.
         label_id_offset: subtracted from ``detection_classes`` (the API's ids start at 1).
-        label_map: a ``label_map.pbtxt``; replaces ``labels``.
+        label_map: a ``label_map.pbtxt`` (absolute, ``~`` or ``$VAR`` path); replaces ``labels``.
     """
 
     name = "tf_od_api"
