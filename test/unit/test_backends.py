@@ -87,6 +87,47 @@ def test_onnx_dynamic_batch_runs_several_images_at_once(yolo_models):
     assert centres == [25.0, 35.0]
 
 
+def test_onnx_yolov8_seg_head_end_to_end(tmp_path):
+    """YOLOv8-seg signature: images -> output0 (1, 4 + nc + nm, N) and output1 prototypes (1, nm, H/4, W/4)."""
+    from onnx import TensorProto, helper
+
+    classes, coefficients, side = 2, 2, 16
+    channels = 4 + classes + coefficients
+    candidates = 3 * side * side // channels  # 96
+    protos = np.zeros((1, coefficients, side // 4, side // 4), np.float32)
+    protos[0, 0, :, :2] = 1.0  # left half of the input +1, right half -1
+    protos[0, 0, :, 2:] = -1.0
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["images", "head_shape"], ["output0"]),
+            helper.make_node("Identity", ["prototypes"], ["output1"]),
+        ],
+        "yolov8_seg_head",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, side, side])],
+        [
+            helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, channels, candidates]),
+            helper.make_tensor_value_info("output1", TensorProto.FLOAT, list(protos.shape)),
+        ],
+        [
+            helper.make_tensor("head_shape", TensorProto.INT64, [3], [0, channels, candidates]),
+            helper.make_tensor("prototypes", TensorProto.FLOAT, list(protos.shape), protos.ravel().tolist()),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "yolov8_seg.onnx"))
+    backend = OnnxRuntimeBackend(tmp_path / "yolov8_seg.onnx", providers=["cpu"])
+    head = np.zeros((channels, candidates), np.float32)
+    head[:, 7] = [8, 8, 16, 16, 0.9, 0.0, 10.0, 0.0]  # whole-input box, class 0, mask = 10 * prototype 0
+    outputs = backend.run(head.reshape(1, 3, side, side))
+    # An 8x16 image letterboxed into 16x16 (4 px bands): the box is the whole image, the left half is on.
+    dets = YoloDecoder().decode(outputs, ImageTransform.letterbox((8, 16), (16, 16)), DecodeOptions(0.5))
+    np.testing.assert_allclose(dets.xyxy, [[0, 0, 16, 8]], atol=1e-4)
+    expected = np.zeros((8, 16), bool)
+    expected[:, :8] = True
+    np.testing.assert_array_equal(dets.masks[0], expected)
+
+
 def test_onnx_shape_mismatch_names_expected_and_found(yolo_models):
     backend = OnnxRuntimeBackend(yolo_models["static"], providers=["cpu"])
     with pytest.raises(ModelError, match=r"expected shape \(1, 3, 8, 8\), found \(1, 3, 16, 16\)"):

@@ -9,6 +9,8 @@ arbitrary Python from the file) and without its training configuration.
 
 from __future__ import annotations
 
+import inspect
+import logging
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Union
@@ -17,6 +19,8 @@ import numpy as np
 
 from dl_vision.backends.base import Backend, TensorInfo, check_feeds
 from dl_vision.errors import BackendUnavailableError, ModelError
+
+LOGGER = logging.getLogger("dl_vision")
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -120,9 +124,15 @@ class KerasBackend(Backend):
             raise ModelError("Keras model file %s does not exist" % path)
         tf = import_tensorflow()
         self._tf = tf
+        load_model = tf.keras.models.load_model
+        options: Dict[str, Any] = {"compile": False}  # no optimizer state: inference only
+        # safe_mode (Keras >= 2.13) refuses Lambda layers carrying pickled Python; older Keras lacks it.
+        if "safe_mode" in inspect.signature(load_model).parameters:
+            options["safe_mode"] = True
+        else:
+            LOGGER.warning("Keras %s has no safe_mode: load only model files you trust", tf.keras.__version__)
         try:
-            # safe_mode refuses Lambda layers carrying pickled Python; compile=False skips the optimizer.
-            self._model = tf.keras.models.load_model(str(path), compile=False, safe_mode=True)
+            self._model = load_model(str(path), **options)
         except (OSError, ValueError, TypeError, RuntimeError) as err:
             raise ModelError("%s is not a loadable Keras model: %s" % (path, _one_line(err))) from err
         self.path = path
