@@ -38,8 +38,11 @@ def _as_boxes(name: str, boxes: np.ndarray) -> np.ndarray:
 
 def box_area(xyxy: np.ndarray) -> np.ndarray:
     """Areas of (N, 4) ``xyxy`` boxes, (N,) float32; inverted boxes count as 0."""
-    xyxy = _as_boxes("box_area", xyxy)
-    return np.clip(xyxy[:, 2] - xyxy[:, 0], 0, None) * np.clip(xyxy[:, 3] - xyxy[:, 1], 0, None)
+    return _areas(_as_boxes("box_area", xyxy))
+
+
+def _areas(xyxy: np.ndarray) -> np.ndarray:
+    return np.maximum(xyxy[:, 2] - xyxy[:, 0], 0) * np.maximum(xyxy[:, 3] - xyxy[:, 1], 0)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -52,14 +55,17 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     Returns:
         (N, M) float32 IoU in [0, 1]; 0 where both boxes are empty.
     """
-    a = _as_boxes("box_iou a", a)
-    b = _as_boxes("box_iou b", b)
+    return _iou(_as_boxes("box_iou a", a), _as_boxes("box_iou b", b))
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`box_iou` without argument checks, for the inner loops."""
     iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
     ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    np.clip(iw, 0, None, out=iw)
-    np.clip(ih, 0, None, out=ih)
+    np.maximum(iw, 0, out=iw)
+    np.maximum(ih, 0, out=ih)
     inter = np.multiply(iw, ih, out=iw)
-    union = box_area(a)[:, None] + box_area(b)[None, :] - inter
+    union = _areas(a)[:, None] + _areas(b)[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
@@ -84,14 +90,14 @@ def _greedy_ranked(boxes: np.ndarray, iou_threshold: float, limit: int) -> np.nd
         block = boxes[lo : lo + BLOCK]
         alive = np.ones(block.shape[0], dtype=bool)
         if count:
-            alive = box_iou(block, kept_boxes).max(axis=1) <= iou_threshold
+            alive = _iou(block, kept_boxes).max(axis=1) <= iou_threshold
         ranks = np.nonzero(alive)[0]
         if ranks.size == 0:
             continue
         # Inside the block, keep[j] = not any(keep[i] and overlaps(i, j) for i ranked above j).
         # The rule has one solution; each pass settles at least the next rank (Cluster-NMS),
         # so the loop ends after as many passes as the longest suppression chain.
-        overlaps = np.triu(box_iou(block[ranks], block[ranks]) > iou_threshold, k=1)
+        overlaps = np.triu(_iou(block[ranks], block[ranks]) > iou_threshold, k=1)
         keep = np.ones(ranks.size, dtype=bool)
         for _ in range(ranks.size):
             settled = ~(overlaps & keep[:, None]).any(axis=0)
@@ -151,8 +157,9 @@ def nms(
         return order[_greedy_ranked(boxes[order], float(iou_threshold), limit)]
     # Classes never suppress each other: solve each on its own, then merge by rank.
     ranked_classes = class_ids[order]
-    kept_ranks = []
-    for cls in np.unique(ranked_classes):
+    classes, first_rank, counts = np.unique(ranked_classes, return_index=True, return_counts=True)
+    kept_ranks = [first_rank[counts == 1]]  # a class's only box is always kept
+    for cls in classes[counts > 1]:
         ranks = np.nonzero(ranked_classes == cls)[0]
         kept_ranks.append(ranks[_greedy_ranked(boxes[order[ranks]], float(iou_threshold), limit)])
     return order[np.sort(np.concatenate(kept_ranks))[:limit]]

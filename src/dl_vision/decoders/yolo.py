@@ -11,7 +11,7 @@ Layouts, per image (the batch dimension of 1 is dropped first):
   output of prototypes ``(nm, mh, mw)`` (``mh = input height / 4``). An
   instance mask is ``sigmoid(coefficients @ prototypes)``, brought to the input
   image through the letterbox, thresholded at ``options.mask_threshold`` and
-  cut to the box.
+  cut to the box (only the box's pixels are computed).
 
 Boxes are centre/size in model-input pixels (``normalized_boxes: true`` for
 exports that divide by the input size).
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
+import cv2
 import numpy as np
 
 from dl_vision.decoders.base import DecodeOptions, Decoder
@@ -200,16 +201,36 @@ class YoloDecoder(Decoder):
         transform: ImageTransform,
         threshold: float,
     ) -> np.ndarray:
-        """(K, H, W) bool instance masks in input-image pixels."""
+        """(K, H, W) bool instance masks in input-image pixels.
+
+        Only the pixels inside each box are computed: the box's pixel centres are
+        mapped through the letterbox into prototype coordinates, the mask
+        probabilities of the prototype patch under the box are sampled there
+        bilinearly (what upsampling the whole map would give), and thresholded.
+        """
         height, width = transform.image_size
         masks = np.zeros((coefficients.shape[0], height, width), dtype=bool)
         nm, mh, mw = protos.shape
-        logits = (coefficients @ protos.reshape(nm, -1)).reshape(-1, mh, mw)
-        for k in range(logits.shape[0]):
-            prob = transform.map_to_image(_sigmoid(logits[k]).astype(np.float32))
+        fx, fy = mw / float(transform.input_size[1]), mh / float(transform.input_size[0])
+        (scale_x, scale_y), (pad_x, pad_y) = transform.scale, transform.pad
+        for k in range(coefficients.shape[0]):
             x0, y0 = np.floor(xyxy[k, :2]).astype(int)
             x1, y1 = np.ceil(xyxy[k, 2:]).astype(int)
-            masks[k, y0:y1, x0:x1] = prob[y0:y1, x0:x1] > threshold
+            x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            # Image pixel centres -> model-input pixels -> prototype cells (cell centres at integers).
+            sx = ((np.arange(x0, x1) + 0.5) * scale_x + pad_x) * fx - 0.5
+            sy = ((np.arange(y0, y1) + 0.5) * scale_y + pad_y) * fy - 0.5
+            px0, px1 = max(int(np.floor(sx[0])), 0), min(int(np.floor(sx[-1])) + 2, mw)
+            py0, py1 = max(int(np.floor(sy[0])), 0), min(int(np.floor(sy[-1])) + 2, mh)
+            patch = protos[:, py0:py1, px0:px1]
+            prob = _sigmoid(coefficients[k] @ patch.reshape(nm, -1)).reshape(patch.shape[1:]).astype(np.float32)
+            map_x = np.repeat((sx - px0).astype(np.float32)[None, :], sy.size, axis=0)
+            map_y = np.repeat((sy - py0).astype(np.float32)[:, None], sx.size, axis=1)
+            # Replicated borders: like a resize, samples past the last cell take its value.
+            sampled = cv2.remap(prob, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            masks[k, y0:y1, x0:x1] = sampled > threshold
         return masks
 
 
