@@ -174,7 +174,10 @@ class TensorRTBackend(Backend):
         self._cuda.enter()
         try:
             self._runtime = trt.Runtime(self._logger)
-            self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+            try:
+                self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+            except (RuntimeError, TypeError) as err:  # some versions raise rather than return None
+                raise ModelError("%s is not a TensorRT engine: %s" % (path, " ".join(str(err).split()))) from err
             if self._engine is None:
                 raise ModelError(
                     "%s: expected an engine built by TensorRT %s for this GPU, found one it cannot deserialize "
