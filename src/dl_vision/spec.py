@@ -1,0 +1,532 @@
+"""Model specs: one YAML file that says how to load, feed and decode a model.
+
+A spec names the model file, its runtime format, how an image becomes the input
+tensor, which decoder turns the outputs into results, the class names and the
+default thresholds. Swapping in another model means writing another spec; no
+code changes. Example (``config/models/face.yaml``)::
+
+    name: face
+    task: detection            # detection | segmentation
+    file: {asset: face_detection_full_range}   # or a path, relative to this file
+    format: tflite             # tflite | saved_model | keras | onnx | tensorrt
+    input:
+      size: [192, 192]         # [height, width]; optional when the model's shape is static
+      resize: letterbox        # letterbox | stretch
+      color: rgb               # rgb | bgr | gray
+      layout: nhwc             # nhwc | nchw | auto
+      normalization: {scale: 1/127.5, offset: -1.0}   # x * scale + offset, x in 0..255
+    decoder:
+      type: ssd_anchors
+      params: {...}            # the decoder's keyword arguments
+    labels: [face]             # list, {id: name} map, or a file (one name a line, or YAML)
+    thresholds: {score: 0.6, nms_iou: 0.3, max_detections: 100}
+    runtime: {threads: 2}      # keyword arguments of the backend (threads, providers, ...)
+
+Every error names the spec file and the field: ``face.yaml: input.size:
+expected [height, width] of positive integers, found [192]``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import yaml
+
+from dl_vision.decoders.base import DecodeOptions
+from dl_vision.errors import AssetError, ConfigError, ModelError
+from dl_vision.structures import LabelTable
+
+#: The runtime formats a spec may name (see :mod:`dl_vision.backends`).
+FORMATS = ("tflite", "saved_model", "keras", "onnx", "tensorrt")
+TASKS = ("detection", "segmentation")
+RESIZE_MODES = ("letterbox", "stretch")
+COLORS = ("rgb", "bgr", "gray")
+LAYOUTS = ("auto", "nhwc", "nchw")
+#: Named normalisations, as ``(scale, offset)`` applied to 0..255 pixels.
+NORMALIZATION_PRESETS: Dict[str, Tuple[float, float]] = {
+    "none": (1.0, 0.0),  # raw 0..255 values (uint8 models, TF OD API)
+    "unit": (1.0 / 255.0, 0.0),  # [0, 1]
+    "symmetric": (1.0 / 127.5, -1.0),  # [-1, 1]
+}
+
+#: Environment variable: extra directories (``os.pathsep``-separated) searched for ``<name>.yaml``.
+MODEL_PATH_ENV = "DL_VISION_MODEL_PATH"
+
+_TOP_FIELDS = ("name", "task", "file", "format", "input", "decoder", "labels", "thresholds", "runtime", "description")
+_INPUT_FIELDS = ("size", "resize", "color", "layout", "normalization", "pad_value")
+_THRESHOLD_FIELDS = ("score", "nms_iou", "max_detections", "class_agnostic_nms", "mask_threshold")
+
+
+def _spec_error(source: str, field: str, message: str) -> ConfigError:
+    return ConfigError("%s: %s: %s" % (source, field, message))
+
+
+def _number(source: str, field: str, value: Any) -> float:
+    """A float from a YAML number or a fraction string like ``"1/127.5"``."""
+    if isinstance(value, bool):
+        raise _spec_error(source, field, "expected a number, found %r" % (value,))
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            if "/" in value:
+                num, den = value.split("/", 1)
+                return float(num) / float(den)
+            return float(value)
+        except (ValueError, ZeroDivisionError):
+            pass
+    raise _spec_error(source, field, "expected a number (or a fraction like 1/255), found %r" % (value,))
+
+
+def _choice(source: str, field: str, value: Any, allowed: Sequence[str]) -> str:
+    text = str(value).lower()
+    if text not in allowed:
+        raise _spec_error(source, field, "expected one of %s, found %r" % ("|".join(allowed), value))
+    return text
+
+
+def _mapping(source: str, field: str, value: Any, allowed: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _spec_error(source, field, "expected a mapping, found %s %r" % (type(value).__name__, value))
+    if allowed is not None:
+        for key in value:
+            if key not in allowed:
+                raise _spec_error(
+                    source,
+                    "%s.%s" % (field, key) if field else str(key),
+                    "unknown field; expected one of %s" % ", ".join(allowed),
+                )
+    return dict(value)
+
+
+class Normalization:
+    """Per-channel affine map from 0..255 pixels to model values: ``(x - mean) / std``.
+
+    Written as ``scale``/``offset`` (``x * scale + offset``) or ``mean``/``std``
+    (in 0..255 units, in the model's channel order), or a preset name
+    (``none``, ``unit``, ``symmetric``, ``imagenet``).
+
+    Attributes:
+        mean: (C,) float32 subtracted from each channel.
+        std: (C,) float32 divisor of each channel.
+    """
+
+    __slots__ = ("mean", "std")
+
+    def __init__(self, mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,)) -> None:
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(-1)
+        self.std = np.asarray(std, dtype=np.float32).reshape(-1)
+
+    @classmethod
+    def from_scale_offset(cls, scale: float, offset: float) -> "Normalization":
+        # x * scale + offset == (x - (-offset / scale)) / (1 / scale)
+        return cls([-offset / scale], [1.0 / scale])
+
+    @classmethod
+    def parse(cls, source: str, value: Any) -> "Normalization":
+        """Build from a spec's ``input.normalization`` value."""
+        field = "input.normalization"
+        if value is None:
+            return cls()
+        if isinstance(value, str):
+            key = value.lower()
+            if key == "imagenet":
+                return cls([123.675, 116.28, 103.53], [58.395, 57.12, 57.375])
+            if key in NORMALIZATION_PRESETS:
+                return cls.from_scale_offset(*NORMALIZATION_PRESETS[key])
+            raise _spec_error(
+                source,
+                field,
+                "expected a preset (%s, imagenet) or a mapping, found %r" % (", ".join(NORMALIZATION_PRESETS), value),
+            )
+        fields = _mapping(source, field, value, ("scale", "offset", "mean", "std"))
+        if ("scale" in fields or "offset" in fields) and ("mean" in fields or "std" in fields):
+            raise _spec_error(source, field, "give either scale/offset or mean/std, found both")
+        if "mean" in fields or "std" in fields:
+            vectors = []
+            for key, default in (("mean", 0.0), ("std", 1.0)):
+                raw = fields.get(key, default)
+                raw = raw if isinstance(raw, (list, tuple)) else [raw]
+                if len(raw) not in (1, 3):
+                    raise _spec_error(source, "%s.%s" % (field, key), "expected 1 or 3 values, found %d" % len(raw))
+                vectors.append([_number(source, "%s.%s" % (field, key), v) for v in raw])
+            if any(s == 0 for s in vectors[1]):
+                raise _spec_error(source, field + ".std", "expected non-zero values, found %s" % vectors[1])
+            return cls(vectors[0], vectors[1])
+        scale = _number(source, field + ".scale", fields.get("scale", 1.0))
+        if scale == 0:
+            raise _spec_error(source, field + ".scale", "expected a non-zero number, found 0")
+        return cls.from_scale_offset(scale, _number(source, field + ".offset", fields.get("offset", 0.0)))
+
+    def __repr__(self) -> str:
+        return "Normalization(mean=%s, std=%s)" % (self.mean.tolist(), self.std.tolist())
+
+
+class InputSpec:
+    """How an image becomes the model's input tensor.
+
+    Attributes:
+        size: (height, width) of the model input, or None to take it from the model.
+        resize: ``"letterbox"`` (keep aspect, pad) or ``"stretch"``.
+        color: channel order the model expects: ``"rgb"``, ``"bgr"`` or ``"gray"``.
+        layout: ``"nhwc"``, ``"nchw"`` or ``"auto"`` (decided from the model's input shape).
+        normalization: the pixel value map.
+        pad_value: 0..255 value of letterbox padding (before normalisation).
+    """
+
+    __slots__ = ("size", "resize", "color", "layout", "normalization", "pad_value")
+
+    def __init__(
+        self,
+        size: Optional[Tuple[int, int]] = None,
+        resize: str = "letterbox",
+        color: str = "rgb",
+        layout: str = "auto",
+        normalization: Optional[Normalization] = None,
+        pad_value: int = 0,
+    ) -> None:
+        self.size = None if size is None else (int(size[0]), int(size[1]))
+        self.resize = resize
+        self.color = color
+        self.layout = layout
+        self.normalization = normalization or Normalization()
+        self.pad_value = int(pad_value)
+
+    @classmethod
+    def parse(cls, source: str, value: Any) -> "InputSpec":
+        fields = _mapping(source, "input", value, _INPUT_FIELDS)
+        size = fields.get("size")
+        if size is not None:
+            if isinstance(size, int) and not isinstance(size, bool):
+                size = [size, size]
+            if (
+                not isinstance(size, (list, tuple))
+                or len(size) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+            ):
+                raise _spec_error(
+                    source, "input.size", "expected [height, width] of positive integers, found %r" % (size,)
+                )
+        pad = fields.get("pad_value", 0)
+        if isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad <= 255:
+            raise _spec_error(source, "input.pad_value", "expected an integer in 0..255, found %r" % (pad,))
+        return cls(
+            size=size,
+            resize=_choice(source, "input.resize", fields.get("resize", "letterbox"), RESIZE_MODES),
+            color=_choice(source, "input.color", fields.get("color", "rgb"), COLORS),
+            layout=_choice(source, "input.layout", fields.get("layout", "auto"), LAYOUTS),
+            normalization=Normalization.parse(source, fields.get("normalization")),
+            pad_value=pad,
+        )
+
+
+class DecoderSpec:
+    """Which decoder to use and its keyword arguments.
+
+    Attributes:
+        type: registered decoder name (see :mod:`dl_vision.decoders`).
+        params: keyword arguments for the decoder's constructor.
+    """
+
+    __slots__ = ("type", "params")
+
+    def __init__(self, type: str, params: Optional[Dict[str, Any]] = None) -> None:  # noqa: A002 (spec field name)
+        self.type = type
+        self.params = dict(params or {})
+
+    @classmethod
+    def parse(cls, source: str, value: Any) -> "DecoderSpec":
+        if isinstance(value, str):
+            value = {"type": value}
+        fields = _mapping(source, "decoder", value, ("type", "params"))
+        if not isinstance(fields.get("type"), str) or not fields["type"]:
+            raise _spec_error(source, "decoder.type", "expected a decoder name, found %r" % (fields.get("type"),))
+        return cls(fields["type"], _mapping(source, "decoder.params", fields.get("params")))
+
+
+class Thresholds:
+    """Default decode thresholds (a node may change them live).
+
+    Attributes:
+        score: minimum score kept, 0..1.
+        nms_iou: IoU above which NMS suppresses a box, 0..1.
+        max_detections: cap per image.
+        class_agnostic_nms: suppress across classes.
+        mask_threshold: foreground probability for masks and sigmoid segmenters.
+    """
+
+    __slots__ = _THRESHOLD_FIELDS
+
+    def __init__(
+        self,
+        score: float = 0.5,
+        nms_iou: float = 0.45,
+        max_detections: int = 100,
+        class_agnostic_nms: bool = False,
+        mask_threshold: float = 0.5,
+    ) -> None:
+        self.score = score
+        self.nms_iou = nms_iou
+        self.max_detections = max_detections
+        self.class_agnostic_nms = class_agnostic_nms
+        self.mask_threshold = mask_threshold
+
+    @classmethod
+    def parse(cls, source: str, value: Any) -> "Thresholds":
+        fields = _mapping(source, "thresholds", value, _THRESHOLD_FIELDS)
+        out = cls()
+        for key in ("score", "nms_iou", "mask_threshold"):
+            if key in fields:
+                number = _number(source, "thresholds." + key, fields[key])
+                if not 0.0 <= number <= 1.0:
+                    raise _spec_error(source, "thresholds." + key, "expected a value in [0, 1], found %r" % number)
+                setattr(out, key, number)
+        if "max_detections" in fields:
+            cap = fields["max_detections"]
+            if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+                raise _spec_error(source, "thresholds.max_detections", "expected a positive integer, found %r" % (cap,))
+            out.max_detections = cap
+        if "class_agnostic_nms" in fields:
+            if not isinstance(fields["class_agnostic_nms"], bool):
+                raise _spec_error(
+                    source,
+                    "thresholds.class_agnostic_nms",
+                    "expected true or false, found %r" % (fields["class_agnostic_nms"],),
+                )
+            out.class_agnostic_nms = fields["class_agnostic_nms"]
+        return out
+
+    def to_options(self) -> DecodeOptions:
+        """A fresh, mutable :class:`DecodeOptions` with these values."""
+        return DecodeOptions(
+            self.score, self.nms_iou, self.max_detections, self.class_agnostic_nms, self.mask_threshold
+        )
+
+
+def _parse_labels(source: str, base: Path, value: Any) -> LabelTable:
+    """Labels from an inline list/map, or from a file (``labels: coco.txt`` or ``labels: {file: ...}``)."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping) and set(value) == {"file"}:
+        value = value["file"]
+    if isinstance(value, str):
+        path = Path(os.path.expanduser(value))
+        path = path if path.is_absolute() else base / path
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise _spec_error(source, "labels", "cannot read label file %s: %s" % (path, err.strerror or err)) from err
+        if path.suffix.lower() in (".yaml", ".yml", ".json"):
+            try:
+                loaded = yaml.safe_load(text)
+            except yaml.YAMLError as err:
+                raise _spec_error(source, "labels", "label file %s is not valid YAML: %s" % (path, err)) from err
+            return _parse_labels(source, base, loaded if not isinstance(loaded, str) else [loaded])
+        return {i: line.strip() for i, line in enumerate(text.splitlines()) if line.strip()}
+    if isinstance(value, (list, tuple)):
+        return {i: str(name) for i, name in enumerate(value)}
+    if isinstance(value, Mapping):
+        table = {}
+        for key, name in value.items():
+            try:
+                table[int(key)] = str(name)
+            except (TypeError, ValueError):
+                raise _spec_error(source, "labels", "expected integer class ids as keys, found %r" % (key,)) from None
+        return table
+    raise _spec_error(source, "labels", "expected a list, an {id: name} map or a file name, found %r" % (value,))
+
+
+class ModelSpec:
+    """A parsed, validated model spec.
+
+    Attributes:
+        name: short model name (published in messages and logs).
+        task: ``"detection"`` or ``"segmentation"``.
+        file: path of the model file, or None when it is an asset.
+        asset: asset key (see :mod:`dl_vision.assets`) when the file is fetched.
+        format: runtime format (one of :data:`FORMATS`).
+        input: how images become input tensors.
+        decoder: decoder type and parameters.
+        labels: ``{class_id: name}``.
+        thresholds: default decode thresholds.
+        runtime: backend keyword arguments (``threads``, ``providers``, ...).
+        source: where the spec came from (file path, or ``"<dict>"``).
+        description: free text.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        task: str,
+        format: str,  # noqa: A002 (spec field name)
+        input: InputSpec,  # noqa: A002
+        decoder: DecoderSpec,
+        file: Optional[Path] = None,
+        asset: Optional[str] = None,
+        labels: Optional[LabelTable] = None,
+        thresholds: Optional[Thresholds] = None,
+        runtime: Optional[Dict[str, Any]] = None,
+        source: str = "<dict>",
+        description: str = "",
+    ) -> None:
+        self.name = name
+        self.task = task
+        self.file = file
+        self.asset = asset
+        self.format = format
+        self.input = input
+        self.decoder = decoder
+        self.labels = dict(labels or {})
+        self.thresholds = thresholds or Thresholds()
+        self.runtime = dict(runtime or {})
+        self.source = source
+        self.description = description
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<dict>", base_dir: Optional[Path] = None) -> "ModelSpec":
+        """Validate a spec mapping (as loaded from YAML).
+
+        Args:
+            data: the mapping.
+            source: name used in error messages (the spec file).
+            base_dir: directory relative model and label paths are resolved against.
+
+        Raises:
+            ConfigError: naming the source and the offending field.
+        """
+        base = base_dir or Path.cwd()
+        fields = _mapping(source, "", data, _TOP_FIELDS)
+        for required in ("name", "task", "file", "format", "decoder"):
+            if fields.get(required) in (None, ""):
+                raise _spec_error(source, required, "required field is missing")
+        name = fields["name"]
+        if not isinstance(name, str):
+            raise _spec_error(source, "name", "expected a string, found %r" % (name,))
+        task = _choice(source, "task", fields["task"], TASKS)
+        fmt = _choice(source, "format", fields["format"], FORMATS)
+        file_value, path, asset = fields["file"], None, None
+        if isinstance(file_value, Mapping):
+            entry = _mapping(source, "file", file_value, ("asset",))
+            if not isinstance(entry.get("asset"), str):
+                raise _spec_error(source, "file.asset", "expected an asset key, found %r" % (entry.get("asset"),))
+            asset = entry["asset"]
+            from dl_vision import assets  # imported here: specs load without the asset table otherwise
+
+            if asset not in assets.ASSETS or assets.ASSETS[asset].kind != "model":
+                raise _spec_error(
+                    source, "file.asset", "expected one of %s, found %r" % (", ".join(assets.MODELS), asset)
+                )
+        elif isinstance(file_value, str):
+            path = Path(os.path.expandvars(os.path.expanduser(file_value)))
+            path = path if path.is_absolute() else base / path
+        else:
+            raise _spec_error(source, "file", "expected a path or {asset: <key>}, found %r" % (file_value,))
+        runtime = _mapping(source, "runtime", fields.get("runtime"))
+        description = fields.get("description") or ""
+        return cls(
+            name=name,
+            task=task,
+            format=fmt,
+            input=InputSpec.parse(source, fields.get("input")),
+            decoder=DecoderSpec.parse(source, fields["decoder"]),
+            file=path,
+            asset=asset,
+            labels=_parse_labels(source, base, fields.get("labels")),
+            thresholds=Thresholds.parse(source, fields.get("thresholds")),
+            runtime=runtime,
+            source=source,
+            description=str(description),
+        )
+
+    def model_path(self) -> Path:
+        """The model file on disk, fetching the asset first when the spec names one.
+
+        Raises:
+            ModelError: the file does not exist.
+            AssetError: the asset could not be fetched.
+        """
+        if self.asset is not None:
+            from dl_vision import assets
+
+            try:
+                return assets.fetch(self.asset)
+            except AssetError as err:
+                raise AssetError("%s: file.asset %s: %s" % (self.source, self.asset, err)) from err
+        assert self.file is not None
+        if not self.file.exists():
+            raise ModelError("%s: file: model file %s does not exist" % (self.source, self.file))
+        return self.file
+
+    def __repr__(self) -> str:
+        return "ModelSpec(%r, task=%s, format=%s, decoder=%s)" % (self.name, self.task, self.format, self.decoder.type)
+
+
+def spec_search_path() -> List[Path]:
+    """Directories searched for ``<name>.yaml``: ``$DL_VISION_MODEL_PATH``, then the package's ``config/models``."""
+    dirs = [Path(p) for p in os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep) if p]
+    source_tree = Path(__file__).resolve().parents[2] / "config" / "models"
+    dirs.append(source_tree)
+    if not source_tree.is_dir():
+        # Installed with catkin: the module lives in dist-packages, the YAML in share/dl_vision.
+        try:
+            import rospkg
+
+            dirs.append(Path(rospkg.RosPack().get_path("dl_vision")) / "config" / "models")
+        except Exception:  # rospkg missing or package not on ROS_PACKAGE_PATH: keep the other dirs
+            pass
+    return dirs
+
+
+def available_specs() -> List[str]:
+    """Names of the specs found on :func:`spec_search_path`."""
+    names = set()
+    for d in spec_search_path():
+        if d.is_dir():
+            names.update(p.stem for p in d.glob("*.yaml"))
+    return sorted(names)
+
+
+def resolve_spec_path(name_or_path: Union[str, Path]) -> Path:
+    """The spec file for a name (``"face"``) or a path (``"my_model.yaml"``).
+
+    Raises:
+        ConfigError: nothing matches.
+    """
+    text = str(name_or_path)
+    candidate = Path(os.path.expanduser(text))
+    if candidate.suffix.lower() in (".yaml", ".yml") or os.sep in text:
+        if not candidate.is_file():
+            raise ConfigError("model spec file %s does not exist" % candidate)
+        return candidate
+    for d in spec_search_path():
+        path = d / (text + ".yaml")
+        if path.is_file():
+            return path
+    raise ConfigError(
+        "unknown model spec %r: expected a .yaml path or one of %s"
+        % (text, ", ".join(available_specs()) or "(none found)")
+    )
+
+
+def load_spec(name_or_path: Union[str, Path, ModelSpec]) -> ModelSpec:
+    """Load and validate a spec by name (``"face"``) or YAML path.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or a field is invalid.
+    """
+    if isinstance(name_or_path, ModelSpec):
+        return name_or_path
+    path = resolve_spec_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError("cannot read model spec %s: %s" % (path, err.strerror or err)) from err
+    except yaml.YAMLError as err:
+        detail = " ".join(str(err).split())
+        raise ConfigError("%s: not valid YAML: %s" % (path, detail)) from err
+    return ModelSpec.from_dict(data, source=str(path), base_dir=path.parent)
