@@ -1,0 +1,132 @@
+"""Ground truth for bag frames: a COCO annotation file keyed to frames, or topics inside the bag.
+
+A COCO file refers to bag frames through extra keys on each ``images`` entry:
+``"ros_stamp_ns"`` (the image's ``header.stamp`` in nanoseconds, optionally with ``"ros_topic"``)
+or ``"frame_index"`` (0-based position on the image topic). A frame listed with no annotation is
+labelled "no objects" (every prediction on it is a false positive); a frame not listed is not
+labelled and is left out of the scores.
+
+Inside a bag, ground truth travels on a ``dl_vision/DetectionArray`` topic (boxes, optional masks)
+or a mono8 class-map ``Image`` topic, with the header stamp of the image it describes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from dl_vision.errors import EvaluationError
+from dl_vision.evaluation.bag_io import Frame
+
+
+class FrameTruth:
+    """The ground truth of one frame.
+
+    Attributes:
+        boxes: (G, 4) float64 ``x_min, y_min, x_max, y_max`` pixels.
+        class_names: G class names.
+        iscrowd: (G,) bool crowd flags (matched but never counted as misses).
+        masks: optional (G, H, W) bool instance masks.
+        class_map: optional (H, W) uint8 class-id map (semantic segmentation).
+    """
+
+    __slots__ = ("boxes", "class_names", "iscrowd", "masks", "class_map")
+
+    def __init__(self, boxes: Optional[np.ndarray] = None, class_names: Optional[List[str]] = None,
+                 iscrowd: Optional[np.ndarray] = None, masks: Optional[np.ndarray] = None,
+                 class_map: Optional[np.ndarray] = None) -> None:
+        self.boxes = np.zeros((0, 4)) if boxes is None else np.asarray(boxes, np.float64).reshape(-1, 4)
+        self.class_names = list(class_names or [])
+        self.iscrowd = np.zeros(len(self.boxes), bool) if iscrowd is None else np.asarray(iscrowd, bool)
+        self.masks = masks
+        self.class_map = class_map
+
+
+class CocoGroundTruth:
+    """A COCO annotation file whose images are bag frames.
+
+    Args:
+        path: the JSON file.
+        topic: image topic being evaluated; images whose ``ros_topic`` names another topic are skipped.
+
+    Raises:
+        EvaluationError: unreadable JSON, missing COCO sections, or an image entry naming no frame.
+    """
+
+    def __init__(self, path, topic: Optional[str] = None) -> None:
+        self.path = Path(path)
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError) as err:
+            raise EvaluationError("ground truth %s: expected a COCO JSON file (%s)" % (self.path, err)) from err
+        for key in ("images", "annotations", "categories"):
+            if not isinstance(data.get(key), list):
+                raise EvaluationError("ground truth %s: expected a %r list, found %r"
+                                      % (self.path, key, type(data.get(key)).__name__))
+        self.categories: Dict[int, str] = {int(c["id"]): str(c["name"]) for c in data["categories"]}
+        self.class_names = [self.categories[k] for k in sorted(self.categories)]
+        self.by_stamp: Dict[int, dict] = {}
+        self.by_index: Dict[int, dict] = {}
+        for image in data["images"]:
+            if topic and image.get("ros_topic") not in (None, topic):
+                continue
+            if "ros_stamp_ns" in image:
+                self.by_stamp[int(image["ros_stamp_ns"])] = image
+            elif "frame_index" in image:
+                self.by_index[int(image["frame_index"])] = image
+            else:
+                raise EvaluationError("ground truth %s: image %r needs 'ros_stamp_ns' or 'frame_index', found keys %s"
+                                      % (self.path, image.get("id"), sorted(image)))
+        self.annotations: Dict[int, List[dict]] = {}
+        for ann in data["annotations"]:
+            if int(ann["category_id"]) not in self.categories:
+                raise EvaluationError("ground truth %s: annotation %r has category %r, not among %s"
+                                      % (self.path, ann.get("id"), ann["category_id"], sorted(self.categories)))
+            self.annotations.setdefault(int(ann["image_id"]), []).append(ann)
+        self.has_masks = bool(data["annotations"]) and all(a.get("segmentation") for a in data["annotations"])
+        self.matched_images = set()
+
+    @property
+    def num_images(self) -> int:
+        """Number of labelled frames for the topic."""
+        return len(self.by_stamp) + len(self.by_index)
+
+    def lookup(self, frame: Frame) -> Optional[FrameTruth]:
+        """The truth of ``frame`` (by stamp, then by index), or ``None`` when it is not labelled."""
+        image = self.by_stamp.get(frame.stamp_ns) or self.by_index.get(frame.index)
+        if image is None:
+            return None
+        height, width = frame.image.shape[:2]
+        if (image.get("width", width), image.get("height", height)) != (width, height):
+            raise EvaluationError("ground truth %s: image %r is %sx%s, but its bag frame is %dx%d"
+                                  % (self.path, image["id"], image.get("width"), image.get("height"), width, height))
+        self.matched_images.add(int(image["id"]))
+        anns = self.annotations.get(int(image["id"]), [])
+        boxes = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+        masks = None
+        if self.has_masks:
+            masks = np.zeros((len(anns), height, width), bool)
+            for i, ann in enumerate(anns):
+                masks[i] = annotation_mask(ann["segmentation"], height, width)
+        return FrameTruth(boxes, [self.categories[int(a["category_id"])] for a in anns],
+                          [bool(a.get("iscrowd", 0)) for a in anns], masks)
+
+    def unmatched(self) -> int:
+        """Number of labelled images no frame has matched so far."""
+        return self.num_images - len(self.matched_images)
+
+
+def annotation_mask(segmentation, height: int, width: int) -> np.ndarray:
+    """A COCO ``segmentation`` (polygons, RLE or uncompressed RLE) -> (H, W) bool mask."""
+    if isinstance(segmentation, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation.get("counts"), list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    else:
+        rle = dict(segmentation, counts=segmentation["counts"].encode("ascii"))
+    return mask_utils.decode(rle).astype(bool)
