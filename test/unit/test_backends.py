@@ -337,3 +337,97 @@ def test_tensorrt_engine_from_the_yolov8_onnx(yolo_models, tmp_path):
     with pytest.raises(ModelError, match="outside the engine's optimisation profile"):
         backend.run(np.zeros((8, 3, SIDE, SIDE), np.float32))
     backend.close()
+
+
+# --- Through the pipeline: spec -> pre-processing -> backend -> decoder ------------------------
+
+
+def _pixel_head_onnx(path):
+    """YOLOv8 signature (batch, 3, 8, 8) -> (batch, 6, 32) whose head is the input pixels themselves.
+
+    The pipeline feeds RGB / 255; the graph multiplies the box channels back by 255,
+    so a test can paint a head into an image: box channels in pixels, class scores in 0..1.
+    """
+    from onnx import TensorProto, helper
+
+    scale = np.array([255, 255, 255, 255, 1, 1], np.float32).reshape(1, 6, 1)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["images", "head_shape"], ["head"]),
+            helper.make_node("Mul", ["head", "channel_scale"], ["output0"]),
+        ],
+        "yolov8_pixel_head",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, SIDE, SIDE])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", 4 + CLASSES, CANDIDATES])],
+        [
+            helper.make_tensor("head_shape", TensorProto.INT64, [3], [0, 4 + CLASSES, CANDIDATES]),
+            helper.make_tensor("channel_scale", TensorProto.FLOAT, [1, 6, 1], scale.ravel().tolist()),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _painted_image(box, score_pixel, class_index):
+    """An 8x8 BGR image whose (RGB, NCHW, flattened) pixels form a head with one candidate."""
+    head = np.zeros((4 + CLASSES, CANDIDATES), np.uint8)
+    head[:4, 9] = box
+    head[4 + class_index, 9] = score_pixel
+    rgb = head.reshape(3, SIDE, SIDE).transpose(1, 2, 0)
+    return np.ascontiguousarray(rgb[..., ::-1])
+
+
+def test_detector_runs_an_onnx_yolov8_spec(tmp_path):
+    from dl_vision.pipeline import Detector
+    from dl_vision.spec import ModelSpec
+
+    spec = ModelSpec.from_dict(
+        {
+            "name": "pixel_yolo",
+            "task": "detection",
+            "file": str(_pixel_head_onnx(tmp_path / "pixel_yolo.onnx")),
+            "format": "onnx",
+            "input": {"size": [SIDE, SIDE], "color": "rgb", "layout": "nchw", "normalization": "unit"},
+            "decoder": {"type": "yolo", "params": {"version": "v8"}},
+            "labels": ["cat", "dog"],
+            "runtime": {"providers": ["cpu"], "threads": 1},
+        }
+    )
+    detector = Detector.from_spec(spec)
+    dets = detector(_painted_image([4, 4, 4, 2], 230, class_index=1))  # cx, cy, w, h
+    np.testing.assert_allclose(dets.xyxy, [[2, 3, 6, 5]], atol=1e-3)
+    np.testing.assert_allclose(dets.score, [230 / 255.0], atol=1e-5)
+    assert dets.class_names == ["dog"]
+    assert set(detector.timings) == {"preprocess", "inference", "postprocess"}
+    batch = detector.predict_batch(
+        [_painted_image([4, 4, 4, 2], 230, 1), _painted_image([5, 3, 2, 2], 200, 0), np.zeros((8, 8, 3), np.uint8)]
+    )
+    assert [d.class_names for d in batch] == [["dog"], ["cat"], []]
+    np.testing.assert_allclose(batch[1].xyxy, [[4, 2, 6, 4]], atol=1e-3)
+
+
+def test_detector_runs_a_tf_od_api_saved_model_spec(od_api_saved_model):
+    from dl_vision.pipeline import Detector
+    from dl_vision.spec import ModelSpec
+
+    spec = ModelSpec.from_dict(
+        {
+            "name": "od_api",
+            "task": "detection",
+            "file": str(od_api_saved_model),
+            "format": "saved_model",
+            "input": {"size": [64, 64], "resize": "letterbox", "normalization": "none"},
+            "decoder": {"type": "tf_od_api"},
+            "labels": ["person"],
+            "thresholds": {"score": 0.3},
+        }
+    )
+    detector = Detector.from_spec(spec)
+    # A 32x64 image letterboxed into 64x64: 16 px black bands, so the mean input pixel (the score) is 204 / 2.
+    dets = detector(np.full((32, 64, 3), 204, np.uint8))
+    # Normalised box (0.25, 0.1, 0.75, 0.5) = model (6.4, 16, 32, 48) -> image (6.4, 0, 32, 32).
+    np.testing.assert_allclose(dets.xyxy, [[6.4, 0, 32, 32]], atol=1e-3)
+    np.testing.assert_allclose(dets.score, [0.4], atol=1e-3)
+    assert dets.class_names == ["person"]
