@@ -1,0 +1,100 @@
+"""make_eval_bag / export_bag_frames round trips and the evaluation command lines' exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from dl_vision.errors import EvaluationError
+from dl_vision.evaluation.bag_building import make_eval_bag
+from dl_vision.evaluation.bag_io import BagReader, detections_from_message
+from dl_vision.evaluation.cli import compare_reports_main, evaluate_main, export_bag_frames_main
+from dl_vision.evaluation.ground_truth import CocoGroundTruth
+from dl_vision.evaluation.report import write_report
+
+
+def image_folder(path, count):
+    path.mkdir()
+    for i in range(count):
+        image = np.zeros((30, 40, 3), np.uint8)
+        image[5:15, 10 + i:20 + i] = 255
+        cv2.imwrite(str(path / ("img_%02d.png" % i)), image)
+    return path
+
+
+def test_make_eval_bag_keys_annotations_to_stamps_and_writes_truth_topic(tmp_path):
+    images = image_folder(tmp_path / "images", 3)
+    polygon = [[10, 5, 20, 5, 20, 15, 10, 15]]
+    coco = {"images": [{"id": 7, "file_name": "img_00.png"}, {"id": 8, "file_name": "img_02.png"}],
+            "annotations": [{"id": 1, "image_id": 7, "category_id": 1, "bbox": [10, 5, 10, 10], "iscrowd": 0,
+                             "segmentation": polygon}],
+            "categories": [{"id": 1, "name": "square"}]}
+    (tmp_path / "ann.json").write_text(json.dumps(coco))
+    result = make_eval_bag(images, tmp_path / "e.bag", "/cam", tmp_path / "ann.json", rate_hz=4.0, start_ns=10**9)
+    assert (result["frames"], result["labelled"]) == (3, 2)
+    gt = json.loads((tmp_path / "e.gt.json").read_text())
+    assert [(i["ros_stamp_ns"], i["frame_index"]) for i in gt["images"]] == [(10**9, 0), (10**9 + 500_000_000, 2)]
+    with BagReader(tmp_path / "e.bag") as reader:
+        frames = list(reader.frames("/cam"))
+        truth = [detections_from_message(m) for _, _, m in reader.messages(["/ground_truth/detections"])]
+    assert len(frames) == 3 and frames[1].stamp_ns == 10**9 + 250_000_000
+    assert [len(t) for t in truth] == [1, 0]
+    np.testing.assert_allclose(truth[0].xyxy, [[10, 5, 20, 15]])
+    assert truth[0].class_names == ["square"] and truth[0].masks[0, 10, 15] and not truth[0].masks[0, 20, 30]
+    lookup = CocoGroundTruth(tmp_path / "e.gt.json", "/cam").lookup(frames[0])
+    assert lookup.class_names == ["square"] and lookup.masks.sum() == truth[0].masks.sum()
+
+
+def test_make_eval_bag_rejects_annotations_matching_no_image(tmp_path):
+    images = image_folder(tmp_path / "images", 1)
+    (tmp_path / "ann.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "other.png"}],
+                                                   "annotations": [], "categories": []}))
+    with pytest.raises(EvaluationError, match="none of its images matches a frame"):
+        make_eval_bag(images, tmp_path / "e.bag", annotations=tmp_path / "ann.json")
+
+
+def test_export_frames_gives_a_skeleton_that_keys_back_to_the_bag(tmp_path):
+    make_eval_bag(image_folder(tmp_path / "images", 4), tmp_path / "e.bag", "/cam", start_ns=5 * 10**9)
+    assert export_bag_frames_main([str(tmp_path / "e.bag"), str(tmp_path / "out"), "--topic", "/cam",
+                                   "--every", "2", "--classes", "square"]) == 0
+    skeleton = json.loads((tmp_path / "out" / "annotations.json").read_text())
+    assert [i["frame_index"] for i in skeleton["images"]] == [0, 2]
+    assert skeleton["categories"] == [{"id": 1, "name": "square"}]
+    exported = cv2.imread(str(tmp_path / "out" / skeleton["images"][1]["file_name"]))
+    with BagReader(tmp_path / "e.bag") as reader:
+        frame = [f for f in reader.frames("/cam") if f.stamp_ns == skeleton["images"][1]["ros_stamp_ns"]][0]
+    np.testing.assert_array_equal(exported, frame.image)
+
+
+def _report(m_ap):
+    return {"detection": {"bbox": {"mAP": m_ap, "AP50": 0.9, "AP75": 0.5, "AR100": 0.7, "per_class_ap": {"face": m_ap},
+                                   "per_class_ap50": {"face": 0.9}, "pr_curve_iou50": {}},
+                          "confusion": {"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "labels": ["face", "background"],
+                                        "matrix": [[1, 1], [0, 0]], "score_threshold": 0.5, "iou_threshold": 0.5,
+                                        "per_class": {}}}}
+
+
+@pytest.mark.parametrize("args, status", [
+    ([], 0),
+    (["--fail-under", "mAP=0.5"], 0),
+    (["--fail-under", "mAP=0.7"], 1),
+    (["--max-drop", "mAP=0.05"], 1),
+    (["--max-drop", "mAP=0.2"], 0),
+    (["--fail-under", "nonsense"], 2),
+])
+def test_compare_reports_exit_status(tmp_path, capsys, args, status):
+    write_report(_report(0.7), tmp_path / "base")
+    write_report(_report(0.6), tmp_path / "cand")
+    assert compare_reports_main([str(tmp_path / "base"), str(tmp_path / "cand")] + args) == status
+    if status != 2:
+        assert "| mAP | 0.7000 | 0.6000 | -0.1000 |" in capsys.readouterr().out
+
+
+def test_evaluate_reports_a_user_error_in_one_line(tmp_path, capsys):
+    status = evaluate_main(["offline", "--bag", str(tmp_path / "missing.bag"), "--gt-topic", "/gt",
+                            "--out", str(tmp_path / "out"), "--no-progress"])
+    assert status == 2
+    assert capsys.readouterr().err.strip().startswith("error: bag: expected a ROS 1 bag file at")
