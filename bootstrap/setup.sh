@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# Set up dl_vision on a fresh machine and run its commands.
+#
+#   bash bootstrap/setup.sh [setup|demo|test|doctor|shell]
+#
+# setup (the default) is idempotent: it installs the missing system packages (as root; otherwise
+# it prints the apt-get line), creates a Python env bound to ROS's interpreter, installs
+# bootstrap/requirements.txt with numpy held to ROS's version, builds a catkin workspace holding
+# this checkout and fetches the default models. A second run changes nothing.
+# The other commands run setup first, then work inside the env (see bootstrap/activate.sh).
+#
+# Environment: DL_VISION_HOME (env + workspace, default ~/.dl_vision), DL_VISION_CACHE (models,
+# default ~/.cache/dl_vision), DL_VISION_ENV (venv, the default, or conda).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DL_VISION_HOME=${DL_VISION_HOME:-$HOME/.dl_vision}
+DL_VISION_ENV=${DL_VISION_ENV:-venv}
+WS=$DL_VISION_HOME/ws
+export DL_VISION_HOME
+
+log() { printf '[dl_vision setup] %s\n' "$*" >&2; }
+die() { printf '[dl_vision setup] error: %s\n' "$*" >&2; exit 1; }
+
+# --- platform -------------------------------------------------------------------------------
+# Sets PLATFORM, ROS_PYTHON (ROS's interpreter), ROS_SETUP (file to source, may be empty),
+# CATKIN_EXTEND (underlay for catkin config, may be empty) and APT_PACKAGES.
+detect_platform() {
+    local id="" codename=""
+    if [ -r /etc/os-release ]; then
+        # shellcheck disable=SC1091
+        id=$(. /etc/os-release && echo "${ID:-}")
+        # shellcheck disable=SC1091
+        codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+    fi
+    ROS_PYTHON=/usr/bin/python3
+    if [ -f /opt/ros/noetic/setup.bash ] || { [ "$id" = ubuntu ] && [ "$codename" = focal ]; }; then
+        # Ubuntu 20.04 (or the ros:noetic images) with ROS from packages.ros.org.
+        PLATFORM=noetic-opt
+        ROS_SETUP=/opt/ros/noetic/setup.bash
+        CATKIN_EXTEND=/opt/ros/noetic
+        APT_PACKAGES="ros-noetic-ros-base ros-noetic-rospy ros-noetic-rosbag ros-noetic-rostest
+            ros-noetic-roslaunch ros-noetic-cv-bridge ros-noetic-sensor-msgs ros-noetic-std-msgs
+            ros-noetic-diagnostic-msgs ros-noetic-diagnostic-updater ros-noetic-dynamic-reconfigure
+            ros-noetic-message-generation ros-noetic-message-runtime python3-catkin-tools
+            python3-catkin-lint python3-venv python3-pip python3-opencv build-essential cmake"
+    elif [ "$id" = debian ] && [ "$codename" = bookworm ]; then
+        # Debian bookworm packages ROS 1 itself: no /opt/ros, everything under /usr.
+        PLATFORM=debian-bookworm
+        ROS_SETUP=""
+        CATKIN_EXTEND=""
+        APT_PACKAGES="ros-core-dev python3-rospy python3-rosbag python3-rostest python3-roslaunch
+            python3-cv-bridge ros-sensor-msgs ros-std-msgs ros-diagnostic-msgs python3-diagnostic-msgs
+            python3-dynamic-reconfigure libdynamic-reconfigure-config-init-mutex-dev
+            python3-diagnostic-updater catkin catkin-tools catkin-lint ros-message-generation
+            python3-venv python3-pip python3-opencv"
+    else
+        die "unsupported platform '${id:-unknown} ${codename:-}': expected Debian bookworm or Ubuntu 20.04 with ROS Noetic"
+    fi
+}
+
+source_ros() {
+    if [ -n "$ROS_SETUP" ]; then
+        if [ ! -f "$ROS_SETUP" ]; then
+            die "expected $ROS_SETUP after installing ROS, found nothing"
+        fi
+        set +u
+        # shellcheck disable=SC1090
+        source "$ROS_SETUP"
+        set -u
+    fi
+}
+
+# --- system packages -------------------------------------------------------------------------
+install_system_packages() {
+    local missing=() pkg status
+    for pkg in $APT_PACKAGES; do
+        status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+        if [ "$status" != "install ok installed" ]; then
+            missing+=("$pkg")
+        fi
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        return 0
+    fi
+    if [ "$PLATFORM" = noetic-opt ] && [ ! -f /etc/apt/sources.list.d/ros-latest.list ] \
+        && ! grep -rqs packages.ros.org /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        die "ROS Noetic's apt repository is not configured: follow http://wiki.ros.org/noetic/Installation/Ubuntu (sources.list and key), then rerun"
+    fi
+    if [ "$(id -u)" -ne 0 ]; then
+        printf '[dl_vision setup] missing system packages; run this, then rerun setup:\n' >&2
+        printf '  sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y %s\n' "${missing[*]}" >&2
+        exit 1
+    fi
+    log "installing ${#missing[@]} system packages: ${missing[*]}"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+}
+
+# --- Python env ------------------------------------------------------------------------------
+# Sets ENV_DIR and ENV_PYTHON.
+create_env() {
+    case "$DL_VISION_ENV" in
+        venv)
+            ENV_DIR=$DL_VISION_HOME/venv
+            ENV_PYTHON=$ENV_DIR/bin/python3
+            if [ ! -x "$ENV_PYTHON" ]; then
+                log "creating venv $ENV_DIR from $ROS_PYTHON (with ROS's site-packages)"
+                "$ROS_PYTHON" -m venv --system-site-packages "$ENV_DIR"
+            fi
+            ;;
+        conda)
+            # A conda env with ROS's Python version; ROS's site-packages join it through a .pth
+            # file so rospy and cv_bridge import, and the compiled modules keep ROS's numpy pin.
+            # Written for robots that standardise on conda; not run on the machines here.
+            command -v conda >/dev/null || die "DL_VISION_ENV=conda but no conda on PATH"
+            ENV_DIR=$DL_VISION_HOME/conda
+            ENV_PYTHON=$ENV_DIR/bin/python3
+            if [ ! -x "$ENV_PYTHON" ]; then
+                local pyver
+                pyver=$("$ROS_PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+                log "creating conda env $ENV_DIR (python=$pyver, like ROS's interpreter)"
+                conda create -y -q -p "$ENV_DIR" "python=$pyver" pip
+            fi
+            "$ROS_PYTHON" -c 'import site, sys; print("\n".join(p for p in sys.path if p.endswith(("dist-packages", "site-packages")) and p.startswith(("/usr", "/opt/ros"))))' \
+                > "$("$ENV_PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/dl_vision_ros.pth"
+            ;;
+        *)
+            die "DL_VISION_ENV must be venv or conda, found '$DL_VISION_ENV'"
+            ;;
+    esac
+}
+
+install_requirements() {
+    local constraints=$ENV_DIR/dl_vision-constraints.txt stamp=$ENV_DIR/dl_vision-requirements.sha256
+    local numpy_version
+    numpy_version=$("$ROS_PYTHON" -c 'import numpy; print(numpy.__version__)') \
+        || die "ROS's interpreter $ROS_PYTHON cannot import numpy: install python3-numpy"
+    {
+        echo "# Written by bootstrap/setup.sh: keep what ROS's compiled modules were built against."
+        if "$ROS_PYTHON" -c 'import sys; sys.exit(sys.version_info >= (3, 9))'; then
+            # Ubuntu 20.04's numpy 1.17 is older than any TensorFlow for 3.8 accepts; numpy 1.x
+            # keeps its ABI forward, so a newer 1.x works under cv_bridge, numpy 2 does not.
+            echo "numpy>=$numpy_version,<2"
+        else
+            echo "numpy==$numpy_version"
+        fi
+    } > "$constraints.new"
+    mv "$constraints.new" "$constraints"
+    local digest
+    digest=$({ cat "$REPO/bootstrap/requirements.txt" "$constraints"; "$ENV_PYTHON" -VV; } | sha256sum | cut -d' ' -f1)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ]; then
+        return 0
+    fi
+    log "installing bootstrap/requirements.txt into $ENV_DIR (numpy held by $constraints)"
+    "$ENV_PYTHON" -m pip install -q --disable-pip-version-check \
+        -r "$REPO/bootstrap/requirements.txt" -c "$constraints"
+    # opencv: ROS's cv2 must stay the one that imports; a pip wheel pulled in by a dependency
+    # would shadow it (and bring its own numpy expectations).
+    local cv2_file
+    cv2_file=$("$ENV_PYTHON" -c 'import cv2; print(cv2.__file__)')
+    case "$cv2_file" in
+        "$ENV_DIR"/*) die "a pip opencv ($cv2_file) shadows ROS's cv2: pip uninstall it from $ENV_DIR and pin the package that pulled it" ;;
+    esac
+    echo "$digest" > "$stamp"
+}
+
+# --- catkin workspace ------------------------------------------------------------------------
+build_workspace() {
+    mkdir -p "$WS/src"
+    local link=$WS/src/dl_vision
+    if [ -L "$link" ] && [ "$(readlink "$link")" != "$REPO" ]; then
+        # Another checkout (CI clones elsewhere): repoint, and drop build state that names the old path.
+        log "repointing $link from $(readlink "$link") to $REPO"
+        rm -f "$link"
+        rm -rf "$WS/build" "$WS/devel" "$WS/logs"
+    elif [ -e "$link" ] && [ ! -L "$link" ]; then
+        die "$link exists and is not a symlink: move it away"
+    fi
+    [ -L "$link" ] || ln -s "$REPO" "$link"
+    cd "$WS"
+    if [ ! -d "$WS/.catkin_tools" ]; then
+        catkin init >/dev/null
+    fi
+    local extend_args=(--no-extend)
+    if [ -n "$CATKIN_EXTEND" ]; then
+        extend_args=(--extend "$CATKIN_EXTEND")
+    fi
+    catkin config "${extend_args[@]}" \
+        --cmake-args "-DPYTHON_EXECUTABLE=$ENV_PYTHON" -DCMAKE_BUILD_TYPE=Release >/dev/null
+    log "catkin build in $WS"
+    catkin build --no-status --no-notify --summarize dl_vision
+    cd "$REPO"
+}
+
+# --- models ----------------------------------------------------------------------------------
+fetch_assets() {
+    PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}" "$ENV_PYTHON" -m dl_vision.assets >/dev/null
+}
+
+setup() {
+    detect_platform
+    install_system_packages
+    source_ros
+    create_env
+    install_requirements
+    build_workspace
+    fetch_assets
+    log "ready ($PLATFORM, env $ENV_DIR): source bootstrap/activate.sh"
+}
+
+activate() {
+    set +u
+    # shellcheck disable=SC1091
+    source "$REPO/bootstrap/activate.sh"
+    set -u
+}
+
+run_tests() {
+    cd "$REPO"
+    log "catkin_lint --strict"
+    catkin_lint --strict -W2 "$REPO"
+    log "ruff check"
+    ruff check "$REPO/src" "$REPO/test" "$REPO/scripts"
+    log "pytest"
+    python3 -m pytest -q "$REPO/test"
+}
+
+run_demo() {
+    if [ -f "$REPO/launch/demo.launch" ]; then
+        roslaunch dl_vision demo.launch
+    else
+        log "launch/demo.launch is not there yet; running the detector on the astronaut sample instead"
+        rosrun dl_vision infer astronaut
+    fi
+}
+
+# The doctor runs without setup, so that it can explain why setup fails: in the env when it
+# exists, else on ROS's interpreter, with the sources of this checkout.
+run_doctor() {
+    detect_platform
+    local python=$ROS_PYTHON
+    if [ -f "$WS/devel/setup.bash" ] && [ -x "$DL_VISION_HOME/venv/bin/python3" ]; then
+        activate
+        python=python3
+    fi
+    PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}" exec "$python" -m dl_vision.doctor
+}
+
+main() {
+    local command=${1:-setup}
+    case "$command" in
+        setup) setup ;;
+        test) setup; activate; run_tests ;;
+        demo) setup; activate; run_demo ;;
+        doctor) run_doctor ;;
+        shell) setup; exec bash --rcfile <(printf 'source ~/.bashrc 2>/dev/null; source %q\n' "$REPO/bootstrap/activate.sh") -i ;;
+        -h|--help|help) sed -n '2,13p' "$0" ;;
+        *) die "unknown command '$command': expected setup, demo, test, doctor or shell" ;;
+    esac
+}
+
+main "$@"
