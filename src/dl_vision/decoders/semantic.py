@@ -32,7 +32,8 @@ class SemanticDecoder(Decoder):
             channel, or independent per-class logits) or ``"softmax"``.
         output: name of the scores output; default: the only output.
         layout: ``"nhwc"`` (``(1, h, w, C)``), ``"nchw"`` (``(1, C, h, w)``) or
-            ``"auto"`` (the smaller of the first and last axis is C).
+            ``"auto"``: C is the axis (first or last) as long as the label table
+            (or 1 long, for two labels), else the shorter one (NHWC on a tie).
 
     Raises:
         ConfigError: a parameter is invalid.
@@ -82,7 +83,13 @@ class SemanticDecoder(Decoder):
             )
         layout = self.layout
         if layout == "auto":
-            layout = "nchw" if array.shape[0] < array.shape[2] else "nhwc"
+            first, last = array.shape[0], array.shape[2]
+            # C is as long as the label table, or 1 for a sigmoid model of background + one class.
+            lengths = {len(self.labels), 1} if len(self.labels) <= 2 else {len(self.labels)}
+            if (first in lengths) != (last in lengths):
+                layout = "nchw" if first in lengths else "nhwc"
+            else:
+                layout = "nchw" if first < last else "nhwc"  # class axis shorter than an image side
         return np.ascontiguousarray(array.transpose(1, 2, 0)) if layout == "nchw" else array
 
     def decode(
