@@ -74,7 +74,7 @@ def draw_detections(
     for i in range(len(detections)):
         color = class_color(int(detections.class_id[i]))
         x0, y0, x1, y1 = (int(round(float(v))) for v in detections.xyxy[i])
-        cv2.rectangle(out, (x0, y0), (x1, y1), color, line, cv2.LINE_AA)
+        cv2.rectangle(out, (x0, y0), (x1, y1), color, line)
         if detections.keypoints is not None:
             for x, y in detections.keypoints[i]:
                 cv2.circle(out, (int(round(float(x))), int(round(float(y)))), line + 1, color, -1, cv2.LINE_AA)
