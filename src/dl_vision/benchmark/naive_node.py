@@ -1,0 +1,73 @@
+"""The baseline the benchmark compares against: a detector node written the usual way.
+
+This is deliberately the pattern most ROS vision nodes ship with, so that the
+benchmark measures what our node's design buys, on the same model and the same
+output message:
+
+- ``rospy.Subscriber`` with the default ``queue_size`` (unbounded) and
+  ``buff_size`` (64 KiB, smaller than one image);
+- ``cv_bridge`` to convert the image;
+- inference and publishing inside the callback, which rospy runs on the
+  connection's socket thread, so frames queue up behind a slow model.
+
+Do not use it on a robot; use ``detector_node``.
+"""
+
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import rospy
+from cv_bridge import CvBridge
+from sensor_msgs.msg import Image
+
+from dl_vision.errors import DlVisionError
+from dl_vision.msg import Detection, DetectionArray
+from dl_vision.pipeline import Detector
+
+
+class NaiveDetectorNode:
+    """One detector shared by callbacks on one or more image topics.
+
+    Args:
+        detector: the model pipeline (the same one ``detector_node`` uses).
+        image_topics: input topics; output ``<topic's namespace>/detections``.
+    """
+
+    def __init__(self, detector: Detector, image_topics: Sequence[str]) -> None:
+        self.detector = detector
+        self.bridge = CvBridge()
+        self.subscribers: List[rospy.Subscriber] = []
+        for topic in image_topics:
+            namespace = topic.rsplit("/", 1)[0]
+            publisher = rospy.Publisher(namespace + "/detections", DetectionArray, queue_size=10)
+            self.subscribers.append(rospy.Subscriber(topic, Image, self.callback, callback_args=publisher))
+
+    def callback(self, msg: Image, publisher: rospy.Publisher) -> None:
+        """Convert, detect and publish, all on rospy's receive thread."""
+        image = self.bridge.imgmsg_to_cv2(msg, "bgr8")
+        detections = self.detector(image)
+        out = DetectionArray(
+            header=msg.header, image_width=msg.width, image_height=msg.height, model=self.detector.spec.name
+        )
+        for box, score, name, class_id in zip(
+            detections.xyxy.tolist(), detections.score.tolist(), detections.class_names, detections.class_id.tolist()
+        ):
+            det = Detection(class_id=class_id, class_name=name, score=score)
+            det.x_min, det.y_min, det.x_max, det.y_max = box
+            out.detections.append(det)
+        publisher.publish(out)
+
+
+def main(argv: Sequence[str]) -> int:
+    """``naive_detector_node [image topics...]`` with private parameter ``~model`` (default ``face``)."""
+    rospy.init_node("naive_detector")
+    topics = list(rospy.myargv(argv)[1:]) or [rospy.resolve_name("image")]
+    try:
+        detector = Detector.from_spec(rospy.get_param("~model", "face"))
+    except DlVisionError as err:
+        rospy.logfatal(str(err))
+        return 1
+    NaiveDetectorNode(detector, topics)
+    rospy.spin()
+    return 0

@@ -1,0 +1,145 @@
+"""Summaries of timing samples: percentiles, rates and latency growth over a run.
+
+Pure numpy; no ROS import, so the numbers can be recomputed from a saved JSON file.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+#: Percentiles every latency summary reports.
+PERCENTILES = (50, 90, 99)
+
+
+def summarize_ms(samples_ms: Sequence[float]) -> Dict[str, Optional[float]]:
+    """Count, mean, p50/p90/p99 and max of samples in milliseconds.
+
+    Args:
+        samples_ms: durations in milliseconds, any order.
+
+    Returns:
+        ``{"n", "mean", "p50", "p90", "p99", "max"}``; every statistic is None when
+        there are no samples (a run that produced nothing must not read as 0 ms).
+    """
+    values = np.asarray(samples_ms, dtype=np.float64).reshape(-1)
+    out: Dict[str, Optional[float]] = {"n": int(values.size)}
+    if values.size == 0:
+        out.update({"mean": None, "max": None})
+        out.update({"p%d" % p: None for p in PERCENTILES})
+        return out
+    out["mean"] = round(float(values.mean()), 3)
+    for p, v in zip(PERCENTILES, np.percentile(values, PERCENTILES)):
+        out["p%d" % p] = round(float(v), 3)
+    out["max"] = round(float(values.max()), 3)
+    return out
+
+
+def latency_growth(
+    times_s: Sequence[float], latencies_ms: Sequence[float], window_s: float = 5.0
+) -> Dict[str, Optional[float]]:
+    """How latency moves over a run: medians of its first and last windows and a fitted slope.
+
+    A node that keeps up (or drops stale frames) has a flat latency; a node whose
+    queue fills has a latency that climbs by the overload ratio every second.
+
+    Args:
+        times_s: receive time of each output, seconds (any origin, ascending).
+        latencies_ms: latency of each output in milliseconds, same length.
+        window_s: length of the first and last windows in seconds.
+
+    Returns:
+        ``{"first_p50_ms", "last_p50_ms", "slope_ms_per_s"}``; None where there
+        are too few samples to say.
+    """
+    t = np.asarray(times_s, dtype=np.float64).reshape(-1)
+    lat = np.asarray(latencies_ms, dtype=np.float64).reshape(-1)
+    out: Dict[str, Optional[float]] = {"first_p50_ms": None, "last_p50_ms": None, "slope_ms_per_s": None}
+    if t.size < 2:
+        return out
+    first = lat[t <= t[0] + window_s]
+    last = lat[t >= t[-1] - window_s]
+    out["first_p50_ms"] = round(float(np.median(first)), 3)
+    out["last_p50_ms"] = round(float(np.median(last)), 3)
+    if t[-1] > t[0]:
+        out["slope_ms_per_s"] = round(float(np.polyfit(t - t[0], lat, 1)[0]), 3)
+    return out
+
+
+def ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional[float]:
+    """``numerator / denominator`` rounded to 3 places, None when either is missing or the denominator is 0."""
+    if numerator is None or not denominator:
+        return None
+    return round(float(numerator) / float(denominator), 3)
+
+
+def _cell(value: Optional[float], digits: int = 1) -> str:
+    return "n/a" if value is None else "%.*f" % (digits, value)
+
+
+def markdown_tables(runs: Sequence[dict]) -> str:
+    """The README's benchmark tables from benchmark results (one dict per ``benchmark`` invocation).
+
+    Returns:
+        Markdown: a per-frame cost table (one row per input size) and a
+        through-ROS table (one row per node, rate and camera count).
+    """
+    lines = [
+        "| input | model only p50 | deserialize | decode | pre-process | inference | post-process | message build"
+        " | overhead p50 (p90) | frame p50 | capacity |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    seen = set()
+    for run in runs:
+        size = run["config"]["size"]
+        if size in seen:
+            continue
+        seen.add(size)
+        stages = run["pipeline"]["stages_ms"]
+        lines.append(
+            "| %s | %s | %s | %s | %s | %s | %s | %s | %s (%s) | %s | %s Hz |"
+            % (
+                size,
+                _cell(run["model_only"]["inference_ms"]["p50"], 2),
+                *(
+                    _cell(stages[s]["p50"], 2)
+                    for s in ("deserialize", "decode", "preprocess", "inference", "postprocess", "message_build")
+                ),
+                _cell(run["pipeline"]["overhead_ms"]["p50"], 2),
+                _cell(run["pipeline"]["overhead_ms"]["p90"], 2),
+                _cell(run["pipeline"]["total_ms"]["p50"], 2),
+                _cell(run["capacity_hz"], 0),
+            )
+        )
+    lines += [
+        "",
+        "| input | cameras | offered (Hz, all cameras) | node | output (Hz) | answered | latency p50 | p90 | p99"
+        " | p50 first 5 s -> last 5 s | CPU | RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        cameras = run["config"]["cameras"]
+        for row in run["ros"]:
+            lat, growth, proc = row["latency_ms"], row["latency_growth"], row["process"]
+            answered = row["answered_fraction"]
+            lines.append(
+                "| %s | %d | %s (%sx capacity) | %s | %s | %s | %s ms | %s ms | %s ms | %s -> %s ms | %s%% | %s MB |"
+                % (
+                    run["config"]["size"],
+                    cameras,
+                    _cell(None if row["offered_hz"] is None else row["offered_hz"] * cameras, 0),
+                    _cell(row["rate_factor"], 1),
+                    row["node"],
+                    _cell(row["throughput_hz"], 1),
+                    "n/a" if answered is None else "%.0f%%" % (100 * answered),
+                    _cell(lat["p50"]),
+                    _cell(lat["p90"]),
+                    _cell(lat["p99"]),
+                    _cell(growth["first_p50_ms"], 0),
+                    _cell(growth["last_p50_ms"], 0),
+                    _cell(proc["cpu_percent"], 0),
+                    _cell(proc["rss_mb_last"], 0),
+                )
+            )
+    return "\n".join(lines) + "\n"
