@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -91,16 +92,27 @@ class FramePublisher:
 
 
 class Collector:
-    """Subscribe to a topic and keep every message with its receive time (wall clock, seconds)."""
+    """Subscribe to a topic and keep every message with its receive time (ROS time, seconds).
 
-    def __init__(self, topic: str, message_class: type, buff_size: int = 2**26) -> None:
+    Args:
+        topic: the topic.
+        message_class: its type.
+        buff_size: subscriber TCP buffer.
+        headers_only: keep only each message's header (for long runs of image topics).
+    """
+
+    def __init__(self, topic: str, message_class: type, buff_size: int = 2**26, headers_only: bool = False) -> None:
         self.condition = threading.Condition()
         self.received: List[Tuple[float, Any]] = []
+        self.headers_only = headers_only
         self.subscriber = rospy.Subscriber(topic, message_class, self._callback, queue_size=1000, buff_size=buff_size)
 
     def _callback(self, msg: Any) -> None:
+        received = rospy.Time.now().to_sec()
+        if self.headers_only:
+            msg = types.SimpleNamespace(header=msg.header)
         with self.condition:
-            self.received.append((rospy.Time.now().to_sec(), msg))
+            self.received.append((received, msg))
             self.condition.notify_all()
 
     def wait_for(self, predicate: Callable[[Any], bool], timeout: float = ANSWER_TIMEOUT) -> Optional[Any]:

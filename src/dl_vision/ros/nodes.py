@@ -19,7 +19,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Any, Deque, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, Optional, Sequence, Tuple
 
 import diagnostic_updater
 import numpy as np
@@ -53,6 +53,13 @@ def parse_class_filter(text: str) -> Optional[Tuple[str, ...]]:
     """``"face, 3"`` -> ``("face", "3")``; empty or blank -> None (keep every class)."""
     names = tuple(part.strip() for part in str(text).split(",") if part.strip())
     return names or None
+
+
+def _runtime(namespace: str) -> Dict[str, Any]:
+    """Backend options set as parameters (``<namespace>threads``), replacing the spec's ``runtime``."""
+    if not rospy.has_param(namespace + "threads"):
+        return {}
+    return {"threads": rospy.get_param(namespace + "threads")}
 
 
 class _Task:
@@ -143,7 +150,7 @@ class VisionNode:
     # -- setup ---------------------------------------------------------------------------
     @staticmethod
     def _load_detector() -> _Task:
-        task = _Task(Detector.from_spec(str(rospy.get_param("~detector/model", "face"))))
+        task = _Task(Detector.from_spec(str(rospy.get_param("~detector/model", "face")), **_runtime("~detector/")))
         options = task.model.options
         # The spec's thresholds are the defaults; dynamic_reconfigure reads these
         # parameters at start, so seed the ones the user did not set.
@@ -155,7 +162,8 @@ class VisionNode:
 
     @staticmethod
     def _load_segmenter() -> _Task:
-        task = _Task(Segmenter.from_spec(str(rospy.get_param("~segmenter/model", "person_segmentation"))))
+        model = str(rospy.get_param("~segmenter/model", "person_segmentation"))
+        task = _Task(Segmenter.from_spec(model, **_runtime("~segmenter/")))
         if not rospy.has_param("~segmenter/threshold"):
             rospy.set_param("~segmenter/threshold", float(task.model.options.mask_threshold))
         return task
