@@ -87,14 +87,15 @@ class VisionNode:
         self.transport = str(rospy.get_param("~transport", "raw"))
         if self.transport not in TRANSPORTS:
             raise ConfigError("~transport: expected one of %s, found %r" % ("|".join(TRANSPORTS), self.transport))
+        # Advertise before loading the models (seconds) so that consumers are
+        # connected by the time the first frame is answered.
+        self.detections_pub = rospy.Publisher("~detections", DetectionArray, queue_size=5) if detect else None
+        self.vision_msgs = self._vision_msgs_publisher() if detect else None
+        self.class_map_pub = rospy.Publisher("~class_map", Image, queue_size=2) if segment else None
+        self.color_mask_pub = rospy.Publisher("~color_mask", Image, queue_size=2) if segment else None
+        self.annotated_pub = rospy.Publisher("~annotated", Image, queue_size=2)
         self.detector: Optional[_Task] = self._load_detector() if detect else None
         self.segmenter: Optional[_Task] = self._load_segmenter() if segment else None
-
-        self.detections_pub = rospy.Publisher("~detections", DetectionArray, queue_size=5)
-        self.class_map_pub = rospy.Publisher("~class_map", Image, queue_size=2)
-        self.color_mask_pub = rospy.Publisher("~color_mask", Image, queue_size=2)
-        self.annotated_pub = rospy.Publisher("~annotated", Image, queue_size=2)
-        self.vision_msgs = self._vision_msgs_publisher() if self.detector else None
         self._latched = []
         for task, topic in ((self.detector, "~labels"), (self.segmenter, "~segmentation_labels")):
             if task is not None:
