@@ -51,10 +51,7 @@ class _Model:
     task = ""
 
     def __init__(self, spec: ModelSpec, backend: Backend, decoder: Decoder) -> None:
-        if spec.task != self.task:
-            raise ConfigError(
-                "%s: task: %s needs a %s model, found %s" % (spec.source, type(self).__name__, self.task, spec.task)
-            )
+        self._check_task(spec)
         if not backend.inputs:
             raise ModelError("%s: the model has no inputs" % spec.source)
         self.spec = spec
@@ -80,6 +77,7 @@ class _Model:
             BackendUnavailableError: the spec's runtime is not installed.
         """
         spec = load_spec(spec)
+        cls._check_task(spec)  # before loading anything
         runtime = dict(spec.runtime)
         runtime.update(runtime_overrides)
         try:
@@ -88,6 +86,13 @@ class _Model:
             raise ConfigError("%s: %s" % (spec.source, err)) from err
         backend = create_backend(spec.format, spec.model_path(), **runtime)
         return cls(spec, backend, decoder)
+
+    @classmethod
+    def _check_task(cls, spec: ModelSpec) -> None:
+        if spec.task != cls.task:
+            raise ConfigError(
+                "%s: task: %s needs a %s model, found %s" % (spec.source, cls.__name__, cls.task, spec.task)
+            )
 
     @property
     def labels(self) -> LabelTable:
