@@ -25,8 +25,10 @@ if [ -n "${CONDA_PREFIX:-}" ] && command -v conda >/dev/null 2>&1; then
         conda deactivate 2>/dev/null || break
     done
 fi
-# A leaked PYTHONHOME or PYTHONPATH from another Python breaks or shadows ROS's modules.
+# A leaked PYTHONHOME or PYTHONPATH from another Python breaks or shadows ROS's modules, and so
+# do pip --user installs in ~/.local (a --system-site-packages venv still reads them).
 unset PYTHONHOME PYTHONPATH
+export PYTHONNOUSERSITE=1
 # Leave another venv (its deactivate function, if any).
 if [ -n "${VIRTUAL_ENV:-}" ] && [ "${VIRTUAL_ENV}" != "$_dlv_env" ] && command -v deactivate >/dev/null 2>&1; then
     deactivate nondestructive 2>/dev/null || true

@@ -18,6 +18,8 @@ DL_VISION_HOME=${DL_VISION_HOME:-$HOME/.dl_vision}
 DL_VISION_ENV=${DL_VISION_ENV:-venv}
 WS=$DL_VISION_HOME/ws
 export DL_VISION_HOME
+# pip --user packages in ~/.local would satisfy (and shadow) what the env should hold.
+export PYTHONNOUSERSITE=1
 
 log() { printf '[dl_vision setup] %s\n' "$*" >&2; }
 die() { printf '[dl_vision setup] error: %s\n' "$*" >&2; exit 1; }
@@ -239,12 +241,12 @@ run_demo() {
 # exists, else on ROS's interpreter, with the sources of this checkout.
 run_doctor() {
     detect_platform
-    local python=$ROS_PYTHON
-    if [ -f "$WS/devel/setup.bash" ] && [ -x "$DL_VISION_HOME/venv/bin/python3" ]; then
+    if [ -f "$WS/devel/setup.bash" ] && { [ -x "$DL_VISION_HOME/venv/bin/python3" ] || [ -x "$DL_VISION_HOME/conda/bin/python3" ]; }; then
         activate
-        python=python3
+        exec python3 -m dl_vision.doctor "$@"
     fi
-    PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}" exec "$python" -m dl_vision.doctor
+    log "no built env in $DL_VISION_HOME: checking ROS's interpreter $ROS_PYTHON with this checkout's sources"
+    PYTHONPATH="$REPO/src" exec "$ROS_PYTHON" -m dl_vision.doctor "$@"
 }
 
 main() {
@@ -253,7 +255,7 @@ main() {
         setup) setup ;;
         test) setup; activate; run_tests ;;
         demo) setup; activate; run_demo ;;
-        doctor) run_doctor ;;
+        doctor) shift; run_doctor "$@" ;;
         shell) setup; exec bash --rcfile <(printf 'source ~/.bashrc 2>/dev/null; source %q\n' "$REPO/bootstrap/activate.sh") -i ;;
         -h|--help|help) sed -n '2,13p' "$0" ;;
         *) die "unknown command '$command': expected setup, demo, test, doctor or shell" ;;
