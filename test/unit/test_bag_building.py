@@ -10,7 +10,7 @@ import pytest
 
 from dl_vision.errors import EvaluationError
 from dl_vision.evaluation.bag_building import make_eval_bag
-from dl_vision.evaluation.bag_io import BagReader, detections_from_message
+from dl_vision.evaluation.bag_io import BagReader, class_map_from_image, detections_from_message
 from dl_vision.evaluation.cli import compare_reports_main, evaluate_main, export_bag_frames_main
 from dl_vision.evaluation.ground_truth import CocoGroundTruth
 from dl_vision.evaluation.report import write_report
@@ -98,3 +98,20 @@ def test_evaluate_reports_a_user_error_in_one_line(tmp_path, capsys):
                             "--out", str(tmp_path / "out"), "--no-progress"])
     assert status == 2
     assert capsys.readouterr().err.strip().startswith("error: bag: expected a ROS 1 bag file at")
+
+
+def test_make_eval_bag_writes_class_maps_named_like_the_images(tmp_path):
+    images = image_folder(tmp_path / "images", 2)
+    (tmp_path / "maps").mkdir()
+    class_map = np.zeros((30, 40), np.uint8)
+    class_map[5:15, 11:21] = 1
+    cv2.imwrite(str(tmp_path / "maps" / "img_01.png"), class_map)
+    result = make_eval_bag(images, tmp_path / "e.bag", "/cam", class_maps=tmp_path / "maps", start_ns=10**9)
+    assert result["class_maps"] == 1
+    with BagReader(tmp_path / "e.bag") as reader:
+        (_, _, msg), = list(reader.messages(["/ground_truth/class_map"]))
+    assert msg.header.stamp.nanosec == 100_000_000
+    np.testing.assert_array_equal(class_map_from_image(msg), class_map)
+    cv2.imwrite(str(tmp_path / "maps" / "img_00.png"), np.zeros((3, 3), np.uint8))
+    with pytest.raises(EvaluationError, match="expected a 40x30 single-channel PNG"):
+        make_eval_bag(images, tmp_path / "f.bag", "/cam", class_maps=tmp_path / "maps")

@@ -57,7 +57,8 @@ def read_source(source) -> Iterator[Tuple[str, np.ndarray]]:
 
 def make_eval_bag(source, bag, topic: str = "/camera/image_raw", annotations=None, rate_hz: float = 10.0,
                   start_ns: int = DEFAULT_START_NS, gt_topic: Optional[str] = "/ground_truth/detections",
-                  gt_json=None, compressed: Optional[str] = None, frame_id: str = "camera") -> Dict[str, object]:
+                  gt_json=None, compressed: Optional[str] = None, frame_id: str = "camera", class_maps=None,
+                  class_map_topic: str = "/ground_truth/class_map") -> Dict[str, object]:
     """Write an evaluation bag from images or a video.
 
     Args:
@@ -72,9 +73,12 @@ def make_eval_bag(source, bag, topic: str = "/camera/image_raw", annotations=Non
         gt_json: where to write the annotations keyed by ``ros_stamp_ns`` (default: beside the bag).
         compressed: ``"jpeg"`` or ``"png"`` for a ``CompressedImage`` topic.
         frame_id: header frame id.
+        class_maps: optional folder of mono8 PNG class-id maps named like the source images
+            (``<stem>.png``); each found one is written on ``class_map_topic``.
+        class_map_topic: topic of the class-map ground truth.
 
     Returns:
-        ``{"frames", "labelled", "bag", "ground_truth"}``.
+        ``{"frames", "labelled", "class_maps", "bag", "ground_truth"}``.
     """
     coco = _read_coco(annotations) if annotations else None
     by_name: Dict[str, dict] = {}
@@ -90,13 +94,22 @@ def make_eval_bag(source, bag, topic: str = "/camera/image_raw", annotations=Non
         anns.setdefault(int(ann["image_id"]), []).append(ann)
     labels = {int(c["id"]) - 1: str(c["name"]) for c in (coco or {}).get("categories", [])}
     out_images: List[dict] = []
-    count = 0
+    count = maps = 0
     period = int(round(1e9 / rate_hz))
     with BagWriter(bag) as writer:
         for index, (name, image) in enumerate(read_source(source)):
             stamp = start_ns + index * period
             writer.write_image(topic, stamp, image, frame_id=frame_id, compressed=compressed)
             count += 1
+            map_path = Path(class_maps) / (Path(name).stem + ".png") if class_maps else None
+            if map_path is not None and map_path.is_file():
+                class_map = cv2.imread(str(map_path), cv2.IMREAD_UNCHANGED)
+                if class_map is None or class_map.shape != image.shape[:2]:
+                    raise EvaluationError("class map %s: expected a %dx%d single-channel PNG, found %s"
+                                          % (map_path, image.shape[1], image.shape[0],
+                                             None if class_map is None else class_map.shape))
+                writer.write_class_map(class_map_topic, stamp, class_map.astype(np.uint8), frame_id=frame_id)
+                maps += 1
             entry = by_name.get(name) or by_index.get(index)
             if entry is None:
                 continue
@@ -110,7 +123,10 @@ def make_eval_bag(source, bag, topic: str = "/camera/image_raw", annotations=Non
     if coco and not out_images:
         raise EvaluationError("annotations %s: none of its images matches a frame of %s by file_name or frame_index"
                               % (annotations, source))
-    result: Dict[str, object] = {"frames": count, "labelled": len(out_images), "bag": str(bag), "ground_truth": None}
+    if class_maps and not maps:
+        raise EvaluationError("class maps: expected <image stem>.png files in %s, found none matching" % class_maps)
+    result: Dict[str, object] = {"frames": count, "labelled": len(out_images), "class_maps": maps, "bag": str(bag),
+                                 "ground_truth": None}
     if coco:
         gt_path = Path(gt_json) if gt_json else Path(bag).with_suffix(".gt.json")
         gt_path.write_text(json.dumps(dict(coco, images=out_images), indent=1))

@@ -111,14 +111,18 @@ def make_eval_bag_main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--gt-topic", default="/ground_truth/detections", help="ground-truth topic ('' for none)")
     parser.add_argument("--gt-json", help="COCO JSON keyed to the bag (default: <bag>.gt.json)")
     parser.add_argument("--compressed", choices=("jpeg", "png"), help="write sensor_msgs/CompressedImage")
+    parser.add_argument("--class-maps", help="folder of mono8 PNG class-id maps named like the images")
+    parser.add_argument("--class-map-topic", default="/ground_truth/class_map")
     args = parser.parse_args(argv)
     try:
         result = make_eval_bag(args.source, args.bag, args.topic, args.annotations, args.rate,
-                               gt_topic=args.gt_topic or None, gt_json=args.gt_json, compressed=args.compressed)
+                               gt_topic=args.gt_topic or None, gt_json=args.gt_json, compressed=args.compressed,
+                               class_maps=args.class_maps, class_map_topic=args.class_map_topic)
     except DlVisionError as err:
         print("error: %s" % err, file=sys.stderr)
         return STATUS_USER_ERROR
-    print("wrote %(bag)s: %(frames)d frames, %(labelled)d labelled; ground truth %(ground_truth)s" % result)
+    print("wrote %(bag)s: %(frames)d frames, %(labelled)d labelled, %(class_maps)d class maps; "
+          "ground truth %(ground_truth)s" % result)
     return 0
 
 
