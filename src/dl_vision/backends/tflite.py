@@ -1,13 +1,16 @@
 """TensorFlow Lite backend (``format: tflite``).
 
-Uses the first interpreter that imports: ``ai_edge_litert`` (LiteRT, the
-successor package), ``tflite_runtime`` (small, common on robots) or
-``tensorflow.lite`` (full TensorFlow).
+Uses the first installed runtime that runs the model: ``ai_edge_litert``
+(LiteRT, the successor package), ``tflite_runtime`` (small, common on robots)
+or ``tensorflow.lite`` (full TensorFlow, which also has MediaPipe's custom ops).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import os
+import re
 import threading
 import warnings
 from pathlib import Path
@@ -18,31 +21,34 @@ import numpy as np
 from dl_vision.backends.base import Backend, TensorInfo
 from dl_vision.errors import BackendUnavailableError, ConfigError, ModelError
 
+#: TFLite runtimes in the order they are tried. The small ones lack the custom ops some
+#: MediaPipe models use (the selfie segmenter's ``Convolution2DTransposeBias``); TensorFlow's
+#: interpreter has them, so a model needing one falls through to it.
+RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 
-def _interpreter_class() -> Tuple[Any, str]:
-    """The Interpreter class of the first installed TFLite runtime, and that runtime's name."""
-    try:
+_LOG = logging.getLogger("dl_vision")
+
+
+def _import_interpreter(runtime: str) -> Any:
+    """The Interpreter class of one TFLite runtime; ImportError when it is not installed."""
+    if runtime == "ai_edge_litert":
         from ai_edge_litert.interpreter import Interpreter
 
-        return Interpreter, "ai_edge_litert"
-    except ImportError:
-        pass
-    try:
+        return Interpreter
+    if runtime == "tflite_runtime":
         from tflite_runtime.interpreter import Interpreter
 
-        return Interpreter, "tflite_runtime"
-    except ImportError:
-        pass
+        return Interpreter
     # TensorFlow's C++ start-up chatter is noise for a ROS node; the caller may override.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        import tensorflow as tf
-    except ImportError as err:
-        raise BackendUnavailableError(
-            "format tflite needs a TFLite runtime: expected ai-edge-litert, tflite-runtime or tensorflow, "
-            "found none installed (%s)" % err
-        ) from err
-    return tf.lite.Interpreter, "tensorflow"
+    import tensorflow as tf
+
+    return tf.lite.Interpreter
+
+
+def _installed_runtimes() -> List[str]:
+    """Names of the installed TFLite runtimes, lightest first (nothing is imported)."""
+    return [name for name in RUNTIMES if importlib.util.find_spec(name) is not None]
 
 
 def _tensor_info(detail: Mapping[str, Any]) -> TensorInfo:
@@ -74,21 +80,48 @@ class TFLiteBackend(Backend):
             raise ConfigError("runtime.threads: expected a positive integer, found %r" % (threads,))
         if not path.is_file():
             raise ModelError("TFLite model file %s does not exist" % path)
-        interpreter_cls, self.runtime_module = _interpreter_class()
-        try:
-            with warnings.catch_warnings():
-                # tf.lite.Interpreter warns that it is deprecated in favour of LiteRT; it still works.
-                warnings.simplefilter("ignore")
-                self._interpreter = interpreter_cls(model_path=str(path), num_threads=threads)
-            self._interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as err:
-            raise ModelError("%s is not a loadable TFLite model: %s" % (path, " ".join(str(err).split()))) from err
+        self._interpreter = self._load(path, threads)
         self.path = path
         self._lock = threading.Lock()
         self._input_details = self._interpreter.get_input_details()
         self._output_details = self._interpreter.get_output_details()
         self.inputs: List[TensorInfo] = [_tensor_info(d) for d in self._input_details]
         self.outputs: List[TensorInfo] = [_tensor_info(d) for d in self._output_details]
+
+    def _load(self, path: Path, threads: Optional[int]) -> Any:
+        """An interpreter for ``path`` from the first runtime that has all of the model's ops."""
+        runtimes = _installed_runtimes()
+        if not runtimes:
+            raise BackendUnavailableError(
+                "format tflite needs a TFLite runtime: expected ai-edge-litert, tflite-runtime or tensorflow, "
+                "found none installed"
+            )
+        for position, runtime in enumerate(runtimes):
+            try:
+                interpreter_cls = _import_interpreter(runtime)
+                with warnings.catch_warnings():
+                    # tf.lite.Interpreter warns that it is deprecated in favour of LiteRT; it still works.
+                    warnings.simplefilter("ignore")
+                    interpreter = interpreter_cls(model_path=str(path), num_threads=threads)
+                interpreter.allocate_tensors()
+            except ImportError as err:  # installed but broken (e.g. built for another numpy)
+                reason = "%s does not import: %s" % (runtime, err)
+            except (ValueError, RuntimeError) as err:
+                reason = " ".join(str(err).split())
+                if "custom op" not in reason:
+                    raise ModelError("%s is not a loadable TFLite model: %s" % (path, reason)) from err
+                op = re.search(r"custom op:? (\w+)", reason)
+                reason = "%s lacks the custom op %s" % (runtime, op.group(1) if op else "the model uses")
+            else:
+                self.runtime_module = runtime
+                return interpreter
+            if position + 1 < len(runtimes):
+                _LOG.info("%s: %s; trying %s", path.name, reason, runtimes[position + 1])
+        raise ModelError(
+            "%s cannot be loaded by the installed TFLite runtimes (%s): %s; "
+            "TensorFlow's interpreter has MediaPipe's custom ops (pip install tensorflow)"
+            % (path, ", ".join(runtimes), reason)
+        )
 
     def run(self, inputs: Union[np.ndarray, Mapping[str, np.ndarray]]) -> Dict[str, np.ndarray]:
         """Run one inference; a batch larger than the model's resizes the input when its shape allows.
