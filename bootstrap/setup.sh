@@ -265,4 +265,7 @@ main() {
     esac
 }
 
-main "$@"
+# Sourcing (tests do) defines the functions without running anything.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    main "$@"
+fi
