@@ -121,6 +121,7 @@ def test_segmentation_truth_topics_give_iou_by_hand(tmp_path):
     assert seg["per_class_iou"] == pytest.approx({"person": 0.5, "background": 80 / 120})
     assert seg["pixel_accuracy"] == pytest.approx(0.75)
     assert headline_metrics(report)["mIoU"] == pytest.approx((0.5 + 80 / 120) / 2)
+    assert "| person | 0.5000 |" in write_report(report, tmp_path / "out")["markdown"].read_text()
 
 
 def test_frames_without_prediction_are_counted_not_scored(tmp_path):

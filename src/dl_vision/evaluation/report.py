@@ -106,6 +106,21 @@ def markdown(report: Dict[str, Any], plots: Optional[Dict[str, str]] = None) -> 
             lines.append("| %s | %s | %s | %s | %s | %s |" % (name, _fmt(ap), _fmt(det["bbox"]["per_class_ap50"][name]),
                                                             _fmt(pc.get("precision")), _fmt(pc.get("recall")),
                                                             _fmt(pc.get("f1"))))
+    seg = report.get("segmentation")
+    if seg:
+        lines += ["", "## Segmentation (%d frames, %d scored pixels)" % (seg["frames"], seg["pixels"]), "",
+                  "| class | IoU |", "|---|---|"]
+        lines += ["| %s | %s |" % (name, _fmt(iou)) for name, iou in seg["per_class_iou"].items()]
+    live = report.get("live")
+    if live:
+        lines += ["", "## Live run", "",
+                  "- frames: %d received, %d processed, %d dropped (%.1f%%); output rate %s Hz"
+                  % (live["received_frames"], live["processed"], live["dropped"], 100 * live["dropped_fraction"],
+                     _fmt(live["output_rate_hz"])),
+                  "- end-to-end latency ms: " + ", ".join("%s %.1f" % (k, v) for k, v in live["latency_ms"].items())]
+    stages = (report.get("throughput") or {}).get("stage_ms_mean")
+    if stages:
+        lines += ["", "Model stages, mean ms per frame: " + ", ".join("%s %.2f" % kv for kv in sorted(stages.items()))]
     if report.get("warnings"):
         lines += ["", "## Warnings", ""] + ["- " + w for w in report["warnings"]]
     for kind, name in sorted((plots or {}).items()):
