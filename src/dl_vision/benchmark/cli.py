@@ -53,8 +53,9 @@ def parse_rate(text: str, capacity_hz: float, cameras: int) -> Dict[str, float]:
     return {"rate_hz_per_camera": round(per_camera, 2), "rate_factor": round(factor, 2)}
 
 
-def _ours(model: str, cameras: int) -> List[NodeUnderTest]:
+def _ours(model: str, cameras: int, threads: Optional[int]) -> List[NodeUnderTest]:
     """One ``detector_node`` per camera (the node serves one image topic)."""
+    extra = [] if threads is None else ["_detector/threads:=%d" % threads]
     return [
         NodeUnderTest(
             [
@@ -64,16 +65,18 @@ def _ours(model: str, cameras: int) -> List[NodeUnderTest]:
                 "__name:=bench_ours_%d" % i,
                 "image:=/bench/cam%d/image_raw" % i,
                 "_detector/model:=%s" % model,
-            ],
+            ]
+            + extra,
             ["/bench_ours_%d" % i],
         )
         for i in range(cameras)
     ]
 
 
-def _naive(model: str, cameras: int) -> List[NodeUnderTest]:
+def _naive(model: str, cameras: int, threads: Optional[int]) -> List[NodeUnderTest]:
     """One ``naive_detector_node`` subscribed to every camera (one model shared)."""
     topics = ["/bench/cam%d/image_raw" % i for i in range(cameras)]
+    topics += [] if threads is None else ["_threads:=%d" % threads]
     return [
         NodeUnderTest(
             ["rosrun", "dl_vision", "naive_detector_node", "__name:=bench_naive", "_model:=%s" % model] + topics,
@@ -82,11 +85,11 @@ def _naive(model: str, cameras: int) -> List[NodeUnderTest]:
     ]
 
 
-def measure_in_process(model: str, size: str, iterations: int) -> Dict[str, object]:
+def measure_in_process(model: str, size: str, iterations: int, threads: Optional[int] = None) -> Dict[str, object]:
     """Model-only and pipeline timings for one size (the frame is the sample photo scaled to it)."""
     width, height = frames.parse_size(size)
     frame = frames.sample_frame(width, height)
-    detector = Detector.from_spec(model)
+    detector = Detector.from_spec(model, **({} if threads is None else {"threads": threads}))
     try:
         model_only = inprocess.measure_model_only(detector, frame, iterations)
         pipeline = inprocess.measure_pipeline(detector, frame, iterations)
@@ -115,9 +118,10 @@ def run_one(
             "cameras": cameras,
             "duration_s": args.duration,
             "warmup_s": args.warmup,
+            "threads": args.threads,
         },
     }
-    result.update(measure_in_process(args.model, size, args.iterations))
+    result.update(measure_in_process(args.model, size, args.iterations, args.threads))
     frame = frames.sample_frame(*frames.parse_size(size))
     image_topics = ["/bench/cam%d/image_raw" % i for i in range(cameras)]
     rows = []
@@ -126,12 +130,12 @@ def run_one(
         for which in nodes:
             if which == "ours":
                 under_test, outputs = (
-                    _ours(args.model, cameras),
+                    _ours(args.model, cameras, args.threads),
                     ["/bench_ours_%d/detections" % i for i in range(cameras)],
                 )
             else:
                 under_test, outputs = (
-                    _naive(args.model, cameras),
+                    _naive(args.model, cameras, args.threads),
                     ["/bench/cam%d/detections" % i for i in range(cameras)],
                 )
             say("%s at %sx capacity (%.1f Hz per camera)" % (which, rate["rate_factor"], rate["rate_hz_per_camera"]))
@@ -185,12 +189,12 @@ def _checks(result: Dict[str, object]) -> Dict[str, object]:
 
 def soak(args: argparse.Namespace) -> Dict[str, object]:
     """Our node alone at ``--rate`` (default 1x capacity) for ``--duration`` s; RSS growth after ``--warmup``."""
-    timings = measure_in_process(args.model, args.size, args.iterations)
+    timings = measure_in_process(args.model, args.size, args.iterations, args.threads)
     rate = parse_rate(args.rate[0] if args.rate else "1x", timings["capacity_hz"], 1)
     frame = frames.sample_frame(*frames.parse_size(args.size))
     print("soak: %s at %.1f Hz for %.0f s" % (args.size, rate["rate_hz_per_camera"], args.duration), file=sys.stderr)
     row = measure_node(
-        _ours(args.model, 1),
+        _ours(args.model, 1, args.threads),
         ["/bench/cam0/image_raw"],
         ["/bench_ours_0/detections"],
         frame,
@@ -228,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds published per measurement (default: 20)")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds left out at the start of each (default: 5)")
     parser.add_argument("--iterations", type=int, default=200, help="frames timed in process (default: 200)")
+    parser.add_argument("--threads", type=int, help="inference threads of both nodes (default: the spec's)")
     parser.add_argument("--node", choices=("ours", "naive"), action="append", help="only these nodes (default: both)")
     parser.add_argument("--matrix", action="store_true", help="all README sizes, 1 and 4 cameras")
     parser.add_argument("--soak", action="store_true", help="our node alone for --duration s (use >= 600)")

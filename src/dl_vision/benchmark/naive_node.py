@@ -60,11 +60,12 @@ class NaiveDetectorNode:
 
 
 def main(argv: Sequence[str]) -> int:
-    """``naive_detector_node [image topics...]`` with private parameter ``~model`` (default ``face``)."""
+    """``naive_detector_node [image topics...]``; private parameters ``~model`` (default ``face``), ``~threads``."""
     rospy.init_node("naive_detector")
     topics = list(rospy.myargv(argv)[1:]) or [rospy.resolve_name("image")]
     try:
-        detector = Detector.from_spec(rospy.get_param("~model", "face"))
+        runtime = {"threads": int(rospy.get_param("~threads"))} if rospy.has_param("~threads") else {}
+        detector = Detector.from_spec(rospy.get_param("~model", "face"), **runtime)
     except DlVisionError as err:
         rospy.logfatal(str(err))
         return 1
