@@ -7,7 +7,7 @@
 # without editing ~/.bashrc. Run `bash bootstrap/setup.sh` once before.
 
 _dlv_home=${DL_VISION_HOME:-$HOME/.dl_vision}
-if [ -x "$_dlv_home/conda/bin/python3" ] && [ "${DL_VISION_ENV:-}" = conda ]; then
+if [ -x "$_dlv_home/conda/bin/python3" ] && { [ "${DL_VISION_ENV:-}" = conda ] || [ ! -x "$_dlv_home/venv/bin/python3" ]; }; then
     _dlv_env=$_dlv_home/conda
 else
     _dlv_env=$_dlv_home/venv

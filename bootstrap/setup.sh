@@ -13,7 +13,7 @@
 # default ~/.cache/dl_vision), DL_VISION_ENV (venv, the default, or conda).
 set -euo pipefail
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 DL_VISION_HOME=${DL_VISION_HOME:-$HOME/.dl_vision}
 DL_VISION_ENV=${DL_VISION_ENV:-venv}
 WS=$DL_VISION_HOME/ws
@@ -228,7 +228,7 @@ run_tests() {
     log "ruff check"
     ruff check "$REPO/src" "$REPO/test" "$REPO/scripts"
     log "pytest"
-    python3 -m pytest -q "$REPO/test"
+    python3 -m pytest -q -ra --durations=15 "$REPO/test"
 }
 
 run_demo() {
