@@ -53,6 +53,8 @@ def sample(tmp_path_factory):
     coco.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "face"}]}))
     made = make_eval_bag(root / "images", root / "sample.bag", TOPIC, coco, rate_hz=5.0)
     assert made["frames"] == 5 and made["labelled"] == 5
+    make_eval_bag(root / "images", root / "compressed.bag", TOPIC + "/compressed", coco, rate_hz=5.0,
+                  gt_json=root / "compressed.gt.json", compressed="png")
     return root / "sample.bag", Path(made["ground_truth"])
 
 
@@ -88,12 +90,16 @@ def _workspace_has_package() -> bool:
 
 
 @pytest.mark.skipif(not _workspace_has_package(), reason="needs the catkin workspace sourced (roslaunch dl_vision)")
-def test_live_agrees_with_offline_and_reports_latency(sample, tmp_path):
+@pytest.mark.parametrize("transport", ["raw", "compressed"])
+def test_live_agrees_with_offline_and_reports_latency(sample, tmp_path, transport):
     from dl_vision.evaluation.live import run_live
 
     bag, gt = sample
+    topic = TOPIC
+    if transport == "compressed":
+        bag, gt, topic = bag.parent / "compressed.bag", bag.parent / "compressed.gt.json", TOPIC + "/compressed"
     truth = GroundTruthSource(coco_json=gt)
-    live = run_live(bag, TOPIC, truth, tmp_path / "live", model="face", rate=1.0, timeout_s=180)
+    live = run_live(bag, topic, truth, tmp_path / "live", model="face", rate=1.0, timeout_s=180)
     assert live["live"]["received_frames"] == 5
     processed = live["live"]["processed"]
     assert processed + live["live"]["dropped"] == 5
@@ -105,9 +111,9 @@ def test_live_agrees_with_offline_and_reports_latency(sample, tmp_path):
     detector = Detector.from_spec("face")
     detector.options.max_detections = yaml.safe_load(DETECTOR_PARAMS.read_text())["detector"]["max_detections"]
     with BagReader(bag) as reader:
-        offline_predictions = {f.stamp_ns: (detector(f.image), None) for f in reader.frames(TOPIC)
+        offline_predictions = {f.stamp_ns: (detector(f.image), None) for f in reader.frames(topic)
                                if f.stamp_ns in answered}
-    offline = evaluate_bag(bag, TOPIC, truth, recorded=offline_predictions, progress=False)
+    offline = evaluate_bag(bag, topic, truth, recorded=offline_predictions, progress=False)
     assert comparable(live) == pytest.approx(comparable(offline))
     assert live["detection"]["confusion"]["matrix"] == offline["detection"]["confusion"]["matrix"]
     latency = live["live"]["latency_ms"]

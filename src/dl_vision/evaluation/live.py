@@ -82,7 +82,8 @@ def run_live(bag, image_topic: str, truth: GroundTruthSource, out_dir, task: str
 
     Args:
         bag: the evaluation bag (its ``image_topic`` is played, nothing else).
-        image_topic: raw ``sensor_msgs/Image`` topic in the bag.
+        image_topic: ``sensor_msgs/Image`` topic in the bag, or a ``CompressedImage`` one named
+            ``<base>/compressed`` (the node then subscribes with ``transport: compressed``).
         truth: ground truth (COCO file or topics of ``bag``).
         out_dir: where ``live_outputs.bag``, ``live_timing.json`` and ``roslaunch.log`` go.
         task: ``detect``, ``segment`` or ``both``.
@@ -109,15 +110,20 @@ def run_live(bag, image_topic: str, truth: GroundTruthSource, out_dir, task: str
     with BagReader(bag) as reader:
         msgtype = reader.check_topic(image_topic, IMAGE_TYPES)
         frames = reader.count(image_topic)
+    node_image, transport = image_topic, "raw"
     if msgtype != IMAGE_TYPES[0]:
-        raise EvaluationError("live: the nodes subscribe to raw images; %s carries %s" % (image_topic, msgtype))
+        if not image_topic.endswith("/compressed"):
+            raise EvaluationError("live: a CompressedImage topic must be named <image>/compressed, found %s"
+                                  % image_topic)
+        node_image, transport = image_topic[: -len("/compressed")], "compressed"
     detect, segment = task in ("detect", "both"), task in ("segment", "both")
     outputs_bag, timing_json = out / "live_outputs.bag", out / "live_timing.json"
     for stale in (outputs_bag, timing_json):
         if stale.exists():
             stale.unlink()
     command = ["roslaunch", "--skip-log-check", "dl_vision", "evaluate_live.launch",
-               "bag:=%s" % bag, "image:=%s" % image_topic, "node_type:=%s" % NODE_TYPES[task],
+               "bag:=%s" % bag, "image:=%s" % node_image, "transport:=%s" % transport,
+               "play_topic:=%s" % image_topic, "node_type:=%s" % NODE_TYPES[task],
                "model:=%s" % model, "segmenter_model:=%s" % segmenter_model, "rate:=%s" % rate,
                "output_bag:=%s" % outputs_bag, "timing_json:=%s" % timing_json, "expected_frames:=%d" % frames,
                "record_detections:=%s" % str(detect).lower(), "record_class_map:=%s" % str(segment).lower()]

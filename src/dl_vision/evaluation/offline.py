@@ -198,7 +198,10 @@ def paired_frames(reader: BagReader, image_topic: str, truth: GroundTruthSource,
         stamp = stamp_to_ns(msg.header.stamp)
         entry = pending.setdefault(stamp, {})
         if topic == image_topic:
-            image = image_to_bgr(msg) if decode else np.zeros((int(msg.height), int(msg.width), 0), np.uint8)
+            if decode or not hasattr(msg, "height"):  # a CompressedImage's size is known only decoded
+                image = image_to_bgr(msg)
+            else:
+                image = np.zeros((int(msg.height), int(msg.width), 0), np.uint8)
             entry["frame"] = Frame(index, stamp, bag_time, msg.header.frame_id, image)
             index += 1
         else:

@@ -10,8 +10,9 @@ the expected number of frames and no output came for ``~settle_s``, or nothing a
 
 Parameters: ``~output_bag``, ``~timing_json``, ``~expected_frames`` (0: stop on idle only),
 ``~detections_topic``, ``~class_map_topic`` (empty: not recorded), ``~settle_s`` (2.0),
-``~idle_timeout_s`` (15.0), ``~startup_timeout_s`` (120.0), ``~ready_topic`` (the node's latched
-``LabelTable``; images are subscribed once it arrives). Subscribes ``image`` (remap it).
+``~idle_timeout_s`` (15.0), ``~startup_timeout_s`` (120.0), ``~compressed`` (images are
+``CompressedImage``), ``~ready_topic`` (the node's latched ``LabelTable``; images are subscribed
+once it arrives). Subscribes ``image`` (remap it to the played topic).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Dict, List
 
 import rosbag
 import rospy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 
 from dl_vision.msg import DetectionArray, LabelTable
 
@@ -68,7 +69,8 @@ class EvalRecorder:
             rospy.wait_for_message(ready_topic, LabelTable, timeout=self.startup_timeout_s)
         # Only the header is needed, but rospy deserialises whole images; a large buffer keeps
         # it from dropping frames at the socket (which would count as the node's drops).
-        self.subscribers.append(rospy.Subscriber("image", Image, self._on_image, queue_size=1000,
+        image_class = CompressedImage if rospy.get_param("~compressed", False) else Image
+        self.subscribers.append(rospy.Subscriber("image", image_class, self._on_image, queue_size=1000,
                                                  buff_size=2**26, tcp_nodelay=True))
         self.started = time.monotonic()
 
