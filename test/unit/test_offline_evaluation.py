@@ -186,3 +186,20 @@ def test_report_files_compare_and_gates(tmp_path):
     assert "not in the report" in check_gates(report, {"mIoU": 0.1})[0]
     with pytest.raises(EvaluationError, match="expected metric=number"):
         parse_gates(["mAP>0.5"])
+
+
+def test_mask_map_scores_instance_masks_separately_from_boxes(tmp_path):
+    # Same box, but the predicted mask covers the left half of the true 40x40 mask: mask IoU 0.5,
+    # a hit only at threshold 0.50 -> mask mAP 1/10, mask AP50 1, while box mAP stays 1.
+    x0, y0, x1, y1 = BOX[0].astype(int)
+    true_mask = np.zeros((1, 120, 160), bool)
+    true_mask[0, y0:y1, x0:x1] = True
+    half_mask = np.zeros_like(true_mask)
+    half_mask[0, y0:y1, x0:(x0 + x1) // 2] = True
+    truth = Detections(BOX, [1.0], [0], LABELS, masks=true_mask)
+    pred = Detections(BOX, [0.9], [0], LABELS, masks=half_mask)
+    bag = tmp_path / "b.bag"
+    write_bag(bag, 2, truth=[truth] * 2, preds=[pred] * 2)
+    metrics = headline_metrics(run(bag, GroundTruthSource(detections_topic="/gt")))
+    assert metrics["mAP"] == pytest.approx(1.0)
+    assert metrics["mask_mAP"] == pytest.approx(0.1) and metrics["mask_AP50"] == pytest.approx(1.0)
