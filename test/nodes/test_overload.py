@@ -4,7 +4,9 @@
 First the node's capacity is measured one frame at a time (its own per-frame
 processing time from diagnostics, and the round trip seen from here); then
 frames are published at twice that rate for ``~duration`` seconds. Latency is
-the receive time of an output minus its input stamp. Parameters: ``~node``,
+the receive time of an output minus its input stamp. Passes when the median
+latency is under twice the per-frame time, latency does not grow during the run
+(no backlog) and the node skipped stale frames. Parameters: ``~node``,
 ``~image_topic``, ``~duration`` (s, default 10) and ``~output``: the node's topic
 that is published last for a frame (``detections``, or ``class_map`` for a
 combined node, which then runs both models on every frame).
@@ -26,6 +28,8 @@ import rostest
 from dl_vision.msg import DetectionArray
 
 CALIBRATION_FRAMES = 15
+#: Latency growth (seconds per second of run) above which the node is building a backlog.
+MAX_LATENCY_GROWTH = 0.02
 
 
 class OverloadTest(unittest.TestCase):
@@ -89,16 +93,23 @@ class OverloadTest(unittest.TestCase):
         # machine may be shared, so the calibration figure alone can be stale).
         frame_times = self._frame_times(first_stamp.to_sec() + 1.0)
         self.assertGreater(len(frame_times), 2, "too few diagnostics during the run")
-        processing = float(np.median(frame_times))
+        # The per-frame time is the larger of two measurements of it: the node's own
+        # (decode, models, publish) during the run, and the round trip of one frame at a
+        # time before it (which adds the transport; on a small or shared machine the
+        # transport of a 512x512 frame can take as long as the models).
+        processing = max(float(np.median(frame_times)), round_trip)
         tenth = max(3, len(latencies) // 10)
+        receive_times = np.array([received for received, _ in outputs])
+        growth = float(np.polyfit(receive_times - receive_times[0], latencies, 1)[0]) if len(outputs) > 1 else 0.0
         report = (
-            "processing %.1f ms under load (%.1f..%.1f), round trip %.1f ms; sent %d frames at %.1f Hz for %.0f s, "
+            "per-frame time %.1f ms (node frame time under load %.1f..%.1f, round trip %.1f ms); "
+            "sent %d frames at %.1f Hz for %.0f s, "
             "%d answered, %d skipped; latency median %.1f ms, p90 %.1f ms, max %.1f ms; first-10%% median %.1f ms, "
-            "last-10%% median %.1f ms"
+            "last-10%% median %.1f ms; latency growth %.4f s/s"
             % (1000 * processing, 1000 * min(frame_times), 1000 * max(frame_times), 1000 * round_trip, sent,
                1.0 / period, self.duration, len(latencies), skipped, 1000 * np.median(latencies),
                1000 * np.percentile(latencies, 90), 1000 * latencies.max(), 1000 * np.median(latencies[:tenth]),
-               1000 * np.median(latencies[-tenth:]))
+               1000 * np.median(latencies[-tenth:]), growth)
         )
         print("OVERLOAD: " + report, flush=True)
         rospy.loginfo("OVERLOAD: %s", report)
@@ -106,8 +117,9 @@ class OverloadTest(unittest.TestCase):
         self.assertGreater(skipped, 0, "the node should drop stale frames: " + report)
         self.assertLess(len(latencies), sent, report)
         self.assertLess(float(np.median(latencies)), 2.0 * processing, report)
-        # No backlog: the last outputs wait no longer than the bound either.
-        self.assertLess(float(np.median(latencies[-tenth:])), 2.0 * max(processing, frame_times[-1]), report)
+        # No backlog: latency does not grow over the run. A node that queues frames at
+        # twice its capacity gains about 0.5 s of latency per second; allow 0.02 s/s of noise.
+        self.assertLess(growth, MAX_LATENCY_GROWTH, report)
 
 
 if __name__ == "__main__":
