@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""rostest: thresholds and class filters changed through dynamic_reconfigure change the output.
+"""rostest: thresholds, class filters and switches changed through dynamic_reconfigure change the output.
 
-Parameters: ``~node`` (the detector node's name), ``~image_topic``.
+Parameters: ``~node`` (a vision_node's name: detector and segmenter), ``~image_topic``.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ import unittest
 
 import rospy
 from dynamic_reconfigure.client import Client
+from sensor_msgs.msg import Image
 from vision_test_support import Collector, FramePublisher, sample_image
 
 import rostest
 from dl_vision.msg import DetectionArray
+from dl_vision.ros.image_conversion import image_to_bgr
 
 
 class ReconfigureTest(unittest.TestCase):
@@ -24,9 +26,14 @@ class ReconfigureTest(unittest.TestCase):
         rospy.init_node("test_reconfigure")
         node = rospy.get_param("~node")
         cls.detections = Collector(node + "/detections", DetectionArray)
+        cls.class_maps = Collector(node + "/class_map", Image)
         cls.camera = FramePublisher(rospy.get_param("~image_topic"))
         assert cls.camera.wait_for_subscriber(), "node under test never subscribed"
         cls.client = Client(node + "/detector", timeout=30)
+        cls.segmenter_client = Client(node + "/segmenter", timeout=30)
+        deadline = time.monotonic() + 10
+        while cls.class_maps.subscriber.get_num_connections() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         cls.message = cls.camera.message(sample_image("astronaut"))
 
     def _faces(self):
@@ -35,8 +42,15 @@ class ReconfigureTest(unittest.TestCase):
         self.assertIsNotNone(answer, "no answer to the astronaut frame")
         return answer.detections
 
-    def _set(self, **values) -> None:
-        applied = self.client.update_configuration(values)
+    def _person_pixels(self):
+        """Person pixels in the class map answering one astronaut frame (None: no class map)."""
+        stamp = self.camera.publish(self.message)
+        self.assertIsNotNone(self.detections.wait_for(lambda m: m.header.stamp == stamp))
+        class_map = self.class_maps.wait_for(lambda m: m.header.stamp == stamp, timeout=2.0)
+        return None if class_map is None else int((image_to_bgr(class_map)[:, :, 0] > 0).sum())
+
+    def _set(self, client=None, **values) -> None:
+        applied = (client or self.client).update_configuration(values)
         for key, value in values.items():
             self.assertEqual(applied[key], value)
         time.sleep(0.1)
@@ -64,6 +78,18 @@ class ReconfigureTest(unittest.TestCase):
                           "a disabled detector answered")
         self._set(enabled=True)
         self.assertEqual(len(self._faces()), 1)
+
+    def test_segmenter_threshold_and_enabled(self) -> None:
+        default = self.segmenter_client.get_configuration(timeout=10)
+        person = self._person_pixels()
+        self.assertGreater(person, 0)
+        self._set(self.segmenter_client, threshold=0.999)
+        strict = self._person_pixels()
+        self.assertLess(strict, person, "a higher threshold should mark fewer person pixels")
+        self._set(self.segmenter_client, threshold=default["threshold"], enabled=False)
+        self.assertIsNone(self._person_pixels(), "a disabled segmenter published a class map")
+        self._set(self.segmenter_client, enabled=True)
+        self.assertEqual(self._person_pixels(), person)
 
 
 if __name__ == "__main__":
