@@ -12,6 +12,7 @@ import sys
 import time
 import unittest
 
+import cv2
 import numpy as np
 import rospy
 from sensor_msgs.msg import Image
@@ -70,6 +71,23 @@ class VisionOutputsTest(unittest.TestCase):
             face = astronaut_face_box().astype(int)
             person_in_face = np.mean(pixels[face[1] : face[3], face[0] : face[2]] > 0)
             self.assertGreater(person_in_face, 0.8, "the face region should be segmented as person")
+
+    def test_padded_rgb8_and_mono8_frames_are_read_like_bgr8(self) -> None:
+        if self.transport != "raw":
+            self.skipTest("raw encodings only")
+        image = sample_image("astronaut")
+        rgb = np.concatenate([image[:, :, ::-1], np.zeros((512, 16, 3), np.uint8)], axis=1)  # 16 px row padding
+        padded = Image(height=512, width=512, encoding="rgb8", step=rgb.shape[1] * 3, data=rgb.tobytes())
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        mono = Image(height=512, width=512, encoding="mono8", step=512, data=gray.tobytes())
+        for name, message in (("padded rgb8", padded), ("mono8", mono)):
+            stamp = self.camera.publish(message)
+            answer = self.detections.wait_for(lambda m, s=stamp: m.header.stamp == s)
+            self.assertIsNotNone(answer, "no answer to the %s frame" % name)
+            self.assertEqual(len(answer.detections), 1, name)
+            face = answer.detections[0]
+            overlap = iou([face.x_min, face.y_min, face.x_max, face.y_max], astronaut_face_box())
+            self.assertGreaterEqual(overlap, 0.7, "%s: face box IoU %.2f" % (name, overlap))
 
     def test_frame_without_faces_yields_an_empty_array(self) -> None:
         for name in ("coffee", "rocket"):
