@@ -148,7 +148,11 @@ install_requirements() {
             echo "numpy==$numpy_version"
         fi
     } > "$constraints.new"
-    mv "$constraints.new" "$constraints"
+    if cmp -s "$constraints.new" "$constraints"; then
+        rm -f "$constraints.new"
+    else
+        mv "$constraints.new" "$constraints"
+    fi
     local digest
     digest=$({ cat "$REPO/bootstrap/requirements.txt" "$constraints"; "$ENV_PYTHON" -VV; } | sha256sum | cut -d' ' -f1)
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ]; then
@@ -190,8 +194,12 @@ build_workspace() {
     if [ -n "$CATKIN_EXTEND" ]; then
         extend_args=(--extend "$CATKIN_EXTEND")
     fi
-    catkin config "${extend_args[@]}" \
-        --cmake-args "-DPYTHON_EXECUTABLE=$ENV_PYTHON" -DCMAKE_BUILD_TYPE=Release >/dev/null
+    local config=("${extend_args[@]}" --cmake-args "-DPYTHON_EXECUTABLE=$ENV_PYTHON" -DCMAKE_BUILD_TYPE=Release)
+    local config_stamp=$WS/.catkin_tools/dl_vision-config
+    if [ ! -f "$config_stamp" ] || [ "$(cat "$config_stamp")" != "${config[*]}" ]; then
+        catkin config "${config[@]}" >/dev/null
+        echo "${config[*]}" > "$config_stamp"
+    fi
     log "catkin build in $WS"
     catkin build --no-status --no-notify --summarize dl_vision
     cd "$REPO"
