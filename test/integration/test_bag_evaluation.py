@@ -22,7 +22,7 @@ from dl_vision.evaluation.bag_building import make_eval_bag
 from dl_vision.evaluation.bag_io import BagReader
 from dl_vision.evaluation.offline import GroundTruthSource, evaluate_bag
 from dl_vision.evaluation.report import headline_metrics
-from dl_vision.pipeline import Detector
+from dl_vision.pipeline import Detector, Segmenter
 
 REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "astronaut_reference.yaml"
 DETECTOR_PARAMS = Path(__file__).resolve().parents[2] / "config" / "detector.yaml"
@@ -55,6 +55,17 @@ def sample(tmp_path_factory):
     assert made["frames"] == 5 and made["labelled"] == 5
     make_eval_bag(root / "images", root / "compressed.bag", TOPIC + "/compressed", coco, rate_hz=5.0,
                   gt_json=root / "compressed.gt.json", compressed="png")
+    # Rough person class maps (the face box widened to the shoulders and down to the bottom):
+    # enough for live and offline to be compared on the same truth, not an accuracy claim.
+    (root / "class_maps").mkdir()
+    for entry, (_, _, faces) in zip(images, frames):
+        class_map = np.zeros(cv2.imread(str(root / "images" / entry["file_name"])).shape[:2], np.uint8)
+        for x0, y0, x1, _ in faces:
+            class_map[int(y0):, max(0, int(x0) - 80):int(x1) + 80] = 1
+        cv2.imwrite(str(root / "class_maps" / (entry["file_name"][:-4] + ".png")), class_map)
+    made_seg = make_eval_bag(root / "images", root / "segmentation.bag", TOPIC, rate_hz=5.0, gt_topic=None,
+                             class_maps=root / "class_maps")
+    assert made_seg["class_maps"] == 5
     return root / "sample.bag", Path(made["ground_truth"])
 
 
@@ -120,3 +131,23 @@ def test_live_agrees_with_offline_and_reports_latency(sample, tmp_path, transpor
     assert 0 < latency["p50"] <= latency["p95"] <= latency["max"]
     assert np.isfinite(live["live"]["output_rate_hz"])
     assert (tmp_path / "live" / "live_outputs.bag").is_file()
+
+
+@pytest.mark.skipif(not _workspace_has_package(), reason="needs the catkin workspace sourced (roslaunch dl_vision)")
+def test_live_segmentation_agrees_with_offline(sample, tmp_path):
+    from dl_vision.evaluation.live import run_live
+
+    bag = sample[0].parent / "segmentation.bag"
+    truth = GroundTruthSource(class_map_topic="/ground_truth/class_map")
+    live = run_live(bag, TOPIC, truth, tmp_path / "live", task="segment", timeout_s=180)
+    assert live["live"]["received_frames"] == 5 and live["live"]["latency_ms"]["p50"] > 0
+    timing = json.loads((tmp_path / "live" / "live_timing.json").read_text())
+    answered = {int(s) for s in timing["outputs"]["/eval_vision/class_map"]}
+    segmenter = Segmenter.from_spec("person_segmentation")
+    with BagReader(bag) as reader:
+        offline_predictions = {f.stamp_ns: (None, segmenter(f.image)) for f in reader.frames(TOPIC)
+                               if f.stamp_ns in answered}
+    offline = evaluate_bag(bag, TOPIC, truth, recorded=offline_predictions, seg_labels=segmenter.labels,
+                           progress=False)
+    assert live["segmentation"]["confusion"] == offline["segmentation"]["confusion"]
+    assert comparable(live) == pytest.approx(comparable(offline))
