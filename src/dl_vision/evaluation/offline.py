@@ -179,9 +179,7 @@ def paired_frames(reader: BagReader, image_topic: str, truth: GroundTruthSource,
         frame = entry["frame"]
         evaluation.counts["frames"] += 1
         result = coco.lookup(frame) if coco is not None else None
-        if truth.topics and not wanted.issubset(entry):
-            result = None if coco is None else result
-        elif truth.topics:
+        if truth.topics and wanted.issubset(entry):
             result = result or FrameTruth()
             if truth.detections_topic:
                 gt = detections_from_message(entry[truth.detections_topic])
