@@ -203,3 +203,20 @@ def test_mask_map_scores_instance_masks_separately_from_boxes(tmp_path):
     metrics = headline_metrics(run(bag, GroundTruthSource(detections_topic="/gt")))
     assert metrics["mAP"] == pytest.approx(1.0)
     assert metrics["mask_mAP"] == pytest.approx(0.1) and metrics["mask_AP50"] == pytest.approx(1.0)
+
+
+def test_truth_recorded_apart_from_its_frames_still_pairs_by_stamp(tmp_path):
+    # Ground truth written one second of bag time after every frame (so it comes after all five
+    # images in bag order); one frame has no truth at all and is counted as unlabelled.
+    bag = tmp_path / "b.bag"
+    with BagWriter(bag) as writer:
+        for i in range(5):
+            stamp = START + i * PERIOD
+            writer.write_image("/cam", stamp, np.zeros((120, 160, 3), np.uint8))
+            writer.write_detections("/pred", stamp, dets(BOX, [0]), 160, 120)
+            if i != 2:
+                writer.write_detections("/gt", stamp, dets(BOX, [0]), 160, 120, bag_time_ns=stamp + 10**9)
+    report = run(bag, GroundTruthSource(detections_topic="/gt"))
+    assert report["frames"]["evaluated"] == 4 and report["frames"]["unlabelled"] == 1
+    assert report["detection"]["bbox"]["mAP"] == pytest.approx(1.0)
+    assert any("1 of 5 frames have no ground truth" in w for w in report["warnings"])
