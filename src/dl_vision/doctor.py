@@ -467,9 +467,11 @@ def format_report(report: Report) -> str:
     env = f["env_python"]
     lines.append("  env          %s (Python %s, %s)" % (env["path"], env["version"], env["kind"]))
     lines.append("  python3      %s" % (f["python3_on_path"]["path"] or "not on PATH"))
-    for name, _, _ in MODULES:
+    for name, required, purpose in MODULES:
         m = f["modules"][name]
-        if "error" in m:
+        if "error" in m and not required and m["error"].startswith("ModuleNotFoundError"):
+            lines.append("  %-12s not installed (optional: %s)" % (name, purpose))
+        elif "error" in m:
             lines.append("  %-12s missing: %s" % (name, m["error"]))
         else:
             lines.append("  %-12s %-10s %s" % (name, m.get("version") or "", m.get("path")))
