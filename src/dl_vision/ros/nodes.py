@@ -17,6 +17,7 @@ class ids), ``~color_mask`` (bgr8), ``~annotated`` (bgr8) and, opt-in,
 from __future__ import annotations
 
 import collections
+import sys
 import threading
 import time
 from typing import Any, Deque, Dict, Optional, Sequence, Tuple
@@ -45,6 +46,10 @@ from dl_vision.ros.latest_frame import LatestFrameWorker
 from dl_vision.structures import Detections, Segmentation
 
 TRANSPORTS = ("raw", "compressed")
+#: Interpreter thread switch interval (CPython's default is 5 ms). rospy's receive thread and the
+#: worker share the GIL; with the default, the worker waits up to 5 ms at every hand-over while a
+#: fast camera keeps the receive thread busy (measured: 50 -> 80 Hz out, p99 156 -> 40 ms at 640x480).
+GIL_SWITCH_INTERVAL_S = 0.0005
 #: Frames kept for the rolling statistics in diagnostics.
 STATS_WINDOW = 100
 
@@ -299,6 +304,7 @@ def to_detection2d_array(vision_msgs: Any, detections: Detections, header: Any) 
 
 def main(name: str, detect: bool, segment: bool, argv: Sequence[str]) -> int:
     """Run a node until shutdown; a configuration or model error is one fatal log line and exit code 1."""
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     rospy.init_node(name, argv=list(argv))
     try:
         VisionNode(detect=detect, segment=segment)
