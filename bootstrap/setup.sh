@@ -47,7 +47,8 @@ detect_platform() {
             ros-noetic-message-generation ros-noetic-message-runtime python3-catkin-tools
             python3-catkin-lint python3-venv python3-pip python3-opencv build-essential cmake"
     elif [ "$id" = debian ] && [ "$codename" = bookworm ]; then
-        # Debian bookworm packages ROS 1 itself: no /opt/ros, everything under /usr.
+        # Debian bookworm packages ROS 1 itself: no /opt/ros, everything under /usr. Nothing in
+        # ROS's packages pulls a C++ compiler, which catkin's CMake project needs.
         PLATFORM=debian-bookworm
         ROS_SETUP=""
         CATKIN_EXTEND=""
@@ -55,7 +56,7 @@ detect_platform() {
             python3-cv-bridge ros-sensor-msgs ros-std-msgs ros-diagnostic-msgs python3-diagnostic-msgs
             python3-dynamic-reconfigure libdynamic-reconfigure-config-init-mutex-dev
             python3-diagnostic-updater catkin catkin-tools catkin-lint ros-message-generation
-            python3-venv python3-pip python3-opencv"
+            python3-venv python3-pip python3-opencv build-essential"
     else
         die "unsupported platform '${id:-unknown} ${codename:-}': expected Debian bookworm or Ubuntu 20.04 with ROS Noetic"
     fi
