@@ -25,6 +25,12 @@ if [ -n "${CONDA_PREFIX:-}" ] && command -v conda >/dev/null 2>&1; then
         conda deactivate 2>/dev/null || break
     done
 fi
+# Without conda's shell function (conda never ran `conda init` here, or it refused), drop the
+# env's bin from PATH by hand.
+if [ -n "${CONDA_PREFIX:-}" ]; then
+    PATH=$(printf '%s' "$PATH" | tr ':' '\n' | grep -vxF "$CONDA_PREFIX/bin" | paste -sd: -)
+    unset CONDA_PREFIX CONDA_DEFAULT_ENV CONDA_SHLVL CONDA_PROMPT_MODIFIER
+fi
 # A leaked PYTHONHOME or PYTHONPATH from another Python breaks or shadows ROS's modules, and so
 # do pip --user installs in ~/.local (a --system-site-packages venv still reads them).
 unset PYTHONHOME PYTHONPATH

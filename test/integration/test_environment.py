@@ -109,3 +109,21 @@ def test_activate_puts_ros_tools_and_package_in_reach(foreign_venv: Path, activa
 
 def test_this_interpreter_is_the_env(activated_env: Path) -> None:
     assert Path(sys.prefix).resolve() == activated_env.resolve()
+
+
+def test_activate_leaves_a_conda_style_base_env(foreign_venv: Path, activated_env: Path) -> None:
+    # A conda base as `conda activate` leaves it: its bin first on PATH and CONDA_* set. No conda
+    # command here, so activate.sh must take the prefix off PATH by itself.
+    conda_prefix = foreign_venv.parent
+    env = login_env(foreign_venv, CONDA_PREFIX=str(conda_prefix), CONDA_DEFAULT_ENV="base", CONDA_SHLVL="1")
+    script = 'source "%s" && echo "PATH=$PATH" && echo "CONDA=${CONDA_PREFIX:-}" && python3 -c "%s"' % (
+        ACTIVATE,
+        IMPORT_ALL,
+    )
+    result = bash(script, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    path = next(line[len("PATH=") :] for line in lines if line.startswith("PATH="))
+    assert str(foreign_venv) not in path.split(":")
+    assert "CONDA=" in lines
+    assert Path(lines[-1]).resolve() == activated_env.resolve()
