@@ -7,7 +7,8 @@
 # it prints the apt-get line), creates a Python env bound to ROS's interpreter, installs
 # bootstrap/requirements.txt with numpy held to ROS's version, builds a catkin workspace holding
 # this checkout and fetches the default models. A second run changes nothing.
-# The other commands run setup first, then work inside the env (see bootstrap/activate.sh).
+# demo, test and shell run setup first, then work inside the env (see bootstrap/activate.sh);
+# doctor runs without setup, so it can explain a setup that fails.
 #
 # Environment: DL_VISION_HOME (env + workspace, default ~/.dl_vision), DL_VISION_CACHE (models,
 # default ~/.cache/dl_vision), DL_VISION_ENV (venv, the default, or conda).
@@ -269,7 +270,7 @@ main() {
         demo) setup; activate; run_demo ;;
         doctor) shift; run_doctor "$@" ;;
         shell) setup; exec bash --rcfile <(printf 'source ~/.bashrc 2>/dev/null; source %q\n' "$REPO/bootstrap/activate.sh") -i ;;
-        -h|--help|help) sed -n '2,13p' "$0" ;;
+        -h|--help|help) sed -n '2,14p' "$0" ;;
         *) die "unknown command '$command': expected setup, demo, test, doctor or shell" ;;
     esac
 }
