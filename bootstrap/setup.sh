@@ -242,12 +242,9 @@ run_tests() {
 }
 
 run_demo() {
-    if [ -f "$REPO/launch/demo.launch" ]; then
-        roslaunch dl_vision demo.launch
-    else
-        log "launch/demo.launch is not there yet; running the detector on the astronaut sample instead"
-        rosrun dl_vision infer astronaut
-    fi
+    # The demo ends when its reporter exits; roslaunch then prints "REQUIRED process has died".
+    roslaunch dl_vision demo.launch output_dir:="$DL_VISION_HOME/demo_output"
+    log "demo finished; annotated frames are in $DL_VISION_HOME/demo_output"
 }
 
 # The doctor runs without setup, so that it can explain why setup fails: in the env when it
