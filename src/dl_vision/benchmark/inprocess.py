@@ -17,26 +17,12 @@ from std_msgs.msg import Header
 
 from dl_vision.benchmark.summary import summarize_ms
 from dl_vision.pipeline import Detector
-from dl_vision.ros.image_conversion import detections_to_msg, image_to_bgr
+from dl_vision.ros.image_conversion import bgr_to_image_msg, detections_to_msg, image_to_bgr
 
 #: Stages of one frame through the node, in order (milliseconds each).
 PIPELINE_STAGES = ("deserialize", "decode", "preprocess", "inference", "postprocess", "message_build")
 #: The stages counted as our node's overhead: everything but the model and rospy's transport.
 OVERHEAD_STAGES = ("decode", "preprocess", "postprocess", "message_build")
-
-
-def bgr8_message(frame: np.ndarray, frame_id: str = "bench_camera") -> Image:
-    """A ``bgr8`` ``sensor_msgs/Image`` holding ``frame`` ((H, W, 3) uint8, BGR)."""
-    height, width = frame.shape[:2]
-    return Image(
-        header=Header(frame_id=frame_id),
-        height=height,
-        width=width,
-        encoding="bgr8",
-        is_bigendian=0,
-        step=width * 3,
-        data=frame.tobytes(),
-    )
 
 
 def _serialize(msg) -> bytes:
@@ -75,7 +61,7 @@ def measure_pipeline(detector: Detector, frame: np.ndarray, iterations: int, war
         summary, "detections": n}``; ``overhead_ms`` sums :data:`OVERHEAD_STAGES`
         per frame (so its median is a real frame's, not a sum of medians).
     """
-    wire = _serialize(bgr8_message(frame))
+    wire = _serialize(bgr_to_image_msg(frame, Header(frame_id="bench_camera")))
     rows: List[List[float]] = []
     found = 0
     for i in range(warmup + iterations):

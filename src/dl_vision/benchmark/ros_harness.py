@@ -26,6 +26,7 @@ from dl_vision.benchmark.procfs import ProcessSampler
 from dl_vision.benchmark.summary import latency_growth, summarize_ms
 from dl_vision.errors import ConfigError
 from dl_vision.msg import DetectionArray
+from dl_vision.ros.image_conversion import bgr_to_image_msg
 
 #: Seconds the node under test may take to import its runtime and load the model.
 STARTUP_TIMEOUT_S = 180.0
@@ -82,20 +83,6 @@ def node_pid(node_name: str) -> Optional[int]:
     return int(pid) if code == 1 else None
 
 
-def image_message(frame: np.ndarray, frame_id: str) -> Image:
-    """A bgr8 ``sensor_msgs/Image`` holding ``frame`` ((H, W, 3) uint8, BGR)."""
-    height, width = frame.shape[:2]
-    return Image(
-        header=Header(frame_id=frame_id),
-        height=height,
-        width=width,
-        encoding="bgr8",
-        is_bigendian=0,
-        step=width * 3,
-        data=frame.tobytes(),
-    )
-
-
 class CameraPublishers:
     """Publishes one frame on several camera topics at a fixed rate per camera.
 
@@ -117,7 +104,7 @@ class CameraPublishers:
             raise ConfigError("publish rate: expected a positive rate in Hz, found %r" % rate_hz)
         self.rate_hz = float(rate_hz)
         self.publishers = [rospy.Publisher(t, Image, queue_size=queue_size) for t in topics]
-        self.messages = [image_message(frame, "bench_camera_%d" % i) for i in range(len(topics))]
+        self.messages = [bgr_to_image_msg(frame, Header(frame_id="bench_camera_%d" % i)) for i in range(len(topics))]
         self.sent: List[List[float]] = [[] for _ in topics]
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
