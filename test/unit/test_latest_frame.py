@@ -74,3 +74,35 @@ def test_none_is_a_valid_item_and_stop_ends_an_idle_worker() -> None:
     assert got.wait(10)
     worker.stop(timeout=10)
     assert items == [None] and not worker.alive
+
+
+def test_sources_take_turns_and_each_keeps_only_its_newest_frame() -> None:
+    release = threading.Event()
+    started = threading.Event()
+    seen: List[str] = []
+    done = threading.Event()
+
+    def process(item: str) -> None:
+        seen.append(item)
+        if item == "a0":
+            started.set()
+            release.wait(10)
+        if len(seen) == 4:
+            done.set()
+
+    worker = LatestFrameWorker(process).start()
+    worker.put("a0", source="a")
+    assert started.wait(10)
+    # While a0 is processed: b waits first, then c, then a; newer frames replace older ones in place.
+    for item, source in (("b1", "b"), ("c1", "c"), ("a1", "a"), ("b2", "b"), ("a2", "a"), ("c2", "c")):
+        worker.put(item, source=source)
+    worker.drop(source="c")
+    release.set()
+    assert done.wait(10)
+    worker.stop()
+    assert seen == ["a0", "b2", "c2", "a2"]
+    assert worker.counters.snapshot() == {"received": 8, "processed": 4, "skipped": 4, "errors": 0}
+    by_source = worker.source_counters()
+    assert by_source["a"] == {"received": 3, "processed": 2, "skipped": 1, "errors": 0}
+    assert by_source["b"] == {"received": 2, "processed": 1, "skipped": 1, "errors": 0}
+    assert by_source["c"] == {"received": 3, "processed": 1, "skipped": 2, "errors": 0}

@@ -54,23 +54,22 @@ def parse_rate(text: str, capacity_hz: float, cameras: int) -> Dict[str, float]:
 
 
 def _ours(model: str, cameras: int, threads: Optional[int]) -> List[NodeUnderTest]:
-    """One ``detector_node`` per camera (the node serves one image topic)."""
-    extra = [] if threads is None else ["_detector/threads:=%d" % threads]
-    return [
-        NodeUnderTest(
-            [
-                "rosrun",
-                "dl_vision",
-                "detector_node",
-                "__name:=bench_ours_%d" % i,
-                "image:=/bench/cam%d/image_raw" % i,
-                "_detector/model:=%s" % model,
-            ]
-            + extra,
-            ["/bench_ours_%d" % i],
-        )
-        for i in range(cameras)
-    ]
+    """One ``detector_node``; with several cameras it subscribes to all of them and shares its model."""
+    argv = ["rosrun", "dl_vision", "detector_node", "__name:=bench_ours", "_detector/model:=%s" % model]
+    argv += [] if threads is None else ["_detector/threads:=%d" % threads]
+    if cameras == 1:
+        argv.append("image:=/bench/cam0/image_raw")
+    else:
+        argv.append("_image_topics:=[%s]" % ", ".join("/bench/cam%d/image_raw" % i for i in range(cameras)))
+        argv.append("_camera_names:=[%s]" % ", ".join("cam%d" % i for i in range(cameras)))
+    return [NodeUnderTest(argv, ["/bench_ours"])]
+
+
+def _ours_outputs(cameras: int) -> List[str]:
+    """The detections topic of each camera of :func:`_ours`."""
+    if cameras == 1:
+        return ["/bench_ours/detections"]
+    return ["/bench_ours/cam%d/detections" % i for i in range(cameras)]
 
 
 def _naive(model: str, cameras: int, threads: Optional[int]) -> List[NodeUnderTest]:
@@ -131,7 +130,7 @@ def run_one(
             if which == "ours":
                 under_test, outputs = (
                     _ours(args.model, cameras, args.threads),
-                    ["/bench_ours_%d/detections" % i for i in range(cameras)],
+                    _ours_outputs(cameras),
                 )
             else:
                 under_test, outputs = (
@@ -196,7 +195,7 @@ def soak(args: argparse.Namespace) -> Dict[str, object]:
     row = measure_node(
         _ours(args.model, 1, args.threads),
         ["/bench/cam0/image_raw"],
-        ["/bench_ours_0/detections"],
+        _ours_outputs(1),
         frame,
         rate["rate_hz_per_camera"],
         args.duration,

@@ -1,17 +1,20 @@
-"""Keep only the newest frame and process it on a worker thread.
+"""Keep only the newest frame of each camera and process them on one worker thread.
 
 rospy runs subscriber callbacks on each connection's receive thread; doing
 inference there makes frames queue up in the socket, so latency grows without
 bound when the model is slower than the camera. Here the callback only stores
-the message in a one-slot mailbox (overwriting, and counting as skipped, a
-frame that was never taken) and a worker thread takes whatever is newest when
-it is free. No rospy in this module: it is tested without a master.
+the message in a mailbox with one slot per source (camera), overwriting, and
+counting as skipped, a frame that was never taken, and a worker thread takes
+the newest frames when it is free. Sources are served in the order their
+waiting frame first arrived, so several cameras sharing one model take turns
+and none starves. No rospy in this module: it is tested without a master.
 """
 
 from __future__ import annotations
 
+import collections
 import threading
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Hashable, Optional, Tuple
 
 _STOP = object()
 
@@ -44,7 +47,7 @@ class FrameCounters:
 
 
 class LatestFrameWorker:
-    """A one-slot mailbox plus the thread that empties it.
+    """A mailbox with one slot per source plus the thread that empties it.
 
     Args:
         process: called on the worker thread with each taken item. Exceptions
@@ -62,50 +65,73 @@ class LatestFrameWorker:
         self._process = process
         self._on_error = on_error
         self._condition = threading.Condition()
-        self._item: Any = None
-        self._has_item = False
+        #: source -> newest waiting item, in the order each source's wait began.
+        self._pending: "collections.OrderedDict[Hashable, Any]" = collections.OrderedDict()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.counters = FrameCounters()
+        self._source_counters: Dict[Hashable, FrameCounters] = {}
 
     def start(self) -> "LatestFrameWorker":
         """Start the worker thread; returns self."""
         self._thread.start()
         return self
 
-    def put(self, item: Any) -> None:
-        """Store ``item`` as the newest frame (call from the subscriber callback; never blocks long)."""
+    def put(self, item: Any, source: Hashable = None) -> None:
+        """Store ``item`` as the newest frame of ``source`` (call from a subscriber callback; never blocks long).
+
+        A frame of the same source still waiting is replaced (and counted as
+        skipped); the source keeps its turn.
+        """
         with self._condition:
-            if self._has_item:
-                self.counters.add("skipped")
-            self._item = item
-            self._has_item = True
-            self.counters.add("received")
+            if source in self._pending:
+                self._count(source, "skipped")
+            self._pending[source] = item
+            self._count(source, "received")
             self._condition.notify()
 
-    def _take(self) -> Any:
-        """The newest item, waiting for one; :data:`_STOP` once stopping."""
+    def drop(self, source: Hashable = None) -> None:
+        """Count a frame of ``source`` as received and skipped without storing it (e.g. every task is off)."""
         with self._condition:
-            while not self._has_item and not self._stopping:
+            self._count(source, "received")
+            self._count(source, "skipped")
+
+    def source_counters(self) -> Dict[Hashable, Dict[str, int]]:
+        """``{source: counters snapshot}`` for every source seen so far."""
+        with self._condition:
+            return {source: counters.snapshot() for source, counters in self._source_counters.items()}
+
+    def _count(self, source: Hashable, field: str) -> None:
+        self.counters.add(field)
+        if source not in self._source_counters:
+            self._source_counters[source] = FrameCounters()
+        self._source_counters[source].add(field)
+
+    def _take(self) -> Tuple[Hashable, Any]:
+        """``(source, item)`` of the longest-waiting source, waiting for one; :data:`_STOP` once stopping."""
+        with self._condition:
+            while not self._pending and not self._stopping:
                 self._condition.wait()
             if self._stopping:
                 return _STOP
-            item, self._item, self._has_item = self._item, None, False
-            return item
+            return self._pending.popitem(last=False)
 
     def _run(self) -> None:
         while True:
-            item = self._take()
-            if item is _STOP:
+            taken = self._take()
+            if taken is _STOP:
                 return
+            source, item = taken
             try:
                 self._process(item)
             except Exception as err:  # the node must survive any one bad frame
-                self.counters.add("errors")
+                with self._condition:
+                    self._count(source, "errors")
                 if self._on_error is not None:
                     self._on_error(item, err)
             else:
-                self.counters.add("processed")
+                with self._condition:
+                    self._count(source, "processed")
 
     def stop(self, timeout: Optional[float] = 5.0) -> None:
         """Ask the worker to finish (a frame in progress completes) and wait up to ``timeout`` s."""

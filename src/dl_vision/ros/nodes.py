@@ -1,4 +1,4 @@
-"""The vision node: a detector and/or a segmenter on one camera subscription.
+"""The vision node: a detector and/or a segmenter shared by one or more camera subscriptions.
 
 ``detector_node``, ``segmenter_node`` and ``vision_node`` (both) are this class
 with different tasks switched on. Topics and parameters (all private, so they
@@ -6,6 +6,10 @@ live under the node's name; see the README's "Nodes, topics and parameters"):
 
 Subscribes ``image`` (``sensor_msgs/Image``; remap it) or, with
 ``~transport: compressed``, ``<image>/compressed`` (``sensor_msgs/CompressedImage``).
+With ``~image_topics: [a, b, ...]`` it subscribes to each of those instead, runs
+every camera's newest frame through the same models in turn, and publishes each
+camera's outputs under ``~<camera>/`` (camera names from ``~camera_names`` or
+from the topics).
 
 Publishes ``~detections`` (``dl_vision/DetectionArray``, one per processed frame,
 empty included), latched ``~labels`` and ``~segmentation_labels``
@@ -20,10 +24,11 @@ import collections
 import sys
 import threading
 import time
-from typing import Any, Deque, Dict, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
 import diagnostic_updater
 import numpy as np
+import rosgraph.names
 import rospy
 from diagnostic_msgs.msg import DiagnosticStatus
 from dynamic_reconfigure.server import Server as ReconfigureServer
@@ -67,6 +72,68 @@ def _runtime(namespace: str) -> Dict[str, Any]:
     return {"threads": rospy.get_param(namespace + "threads")}
 
 
+#: Trailing topic name parts that say "an image" rather than which camera (dropped from camera names).
+_IMAGE_TOPIC_SUFFIXES = ("image", "image_raw", "image_color", "image_rect", "image_rect_color", "image_mono")
+
+
+def camera_name_from_topic(topic: str) -> str:
+    """``/front/camera/image_raw`` -> ``front_camera``: the topic without image suffixes, ``/`` -> ``_``."""
+    parts = [part for part in topic.split("/") if part]
+    while parts and parts[-1] in _IMAGE_TOPIC_SUFFIXES:
+        parts.pop()
+    return "_".join(parts)
+
+
+def camera_names(topics: Sequence[str], names: Optional[Sequence[str]] = None) -> List[str]:
+    """One distinct, valid ROS name per input topic (``names`` given, or derived from the topics).
+
+    Raises:
+        ConfigError: a wrong count of names, an empty or invalid name, or two cameras with one name.
+    """
+    if names is None:
+        names = [camera_name_from_topic(topic) for topic in topics]
+    elif len(names) != len(topics):
+        raise ConfigError(
+            "~camera_names: expected %d names (one per ~image_topics entry), found %d" % (len(topics), len(names))
+        )
+    names = [str(name) for name in names]
+    for topic, name in zip(topics, names):
+        if not name or not rosgraph.names.is_legal_base_name(name):
+            raise ConfigError(
+                "~camera_names: expected a plain ROS name (letters, digits, _) for %s, found %r; set ~camera_names"
+                % (topic, name)
+            )
+    if len(set(names)) != len(names):
+        raise ConfigError("~camera_names: expected one distinct name per camera, found %s; set ~camera_names" % names)
+    return names
+
+
+class _Camera:
+    """One input topic and the publishers of its results.
+
+    Args:
+        name: the camera's name (its outputs go under ``~<name>/``), or "" for the single-camera layout.
+        image_topic: the resolved input topic.
+        detect, segment: which outputs to advertise.
+        vision_msgs: the ``vision_msgs.msg`` module when ``~vision_detections`` is wanted.
+    """
+
+    def __init__(self, name: str, image_topic: str, detect: bool, segment: bool, vision_msgs: Any) -> None:
+        self.name = name
+        self.image_topic = image_topic
+        prefix = "~%s/" % name if name else "~"
+        self.detections_pub = rospy.Publisher(prefix + "detections", DetectionArray, queue_size=5) if detect else None
+        self.vision_pub = (
+            rospy.Publisher(prefix + "vision_detections", vision_msgs.Detection2DArray, queue_size=5)
+            if detect and vision_msgs is not None
+            else None
+        )
+        self.class_map_pub = rospy.Publisher(prefix + "class_map", Image, queue_size=2) if segment else None
+        self.color_mask_pub = rospy.Publisher(prefix + "color_mask", Image, queue_size=2) if segment else None
+        self.annotated_pub = rospy.Publisher(prefix + "annotated", Image, queue_size=2)
+        self.subscriber: Optional[rospy.Subscriber] = None
+
+
 class _Task:
     """One model with its live settings (changed by dynamic_reconfigure on another thread)."""
 
@@ -78,7 +145,7 @@ class _Task:
 
 
 class VisionNode:
-    """Subscribe to one image topic, run the enabled models on the newest frame, publish results.
+    """Subscribe to one or more image topics, run the enabled models on the newest frames, publish results.
 
     Args:
         detect: run a detector (``~detector/model``, default ``face``).
@@ -94,11 +161,10 @@ class VisionNode:
             raise ConfigError("~transport: expected one of %s, found %r" % ("|".join(TRANSPORTS), self.transport))
         # Advertise before loading the models (seconds) so that consumers are
         # connected by the time the first frame is answered.
-        self.detections_pub = rospy.Publisher("~detections", DetectionArray, queue_size=5) if detect else None
-        self.vision_msgs = self._vision_msgs_publisher() if detect else None
-        self.class_map_pub = rospy.Publisher("~class_map", Image, queue_size=2) if segment else None
-        self.color_mask_pub = rospy.Publisher("~color_mask", Image, queue_size=2) if segment else None
-        self.annotated_pub = rospy.Publisher("~annotated", Image, queue_size=2)
+        self.vision_msgs = self._vision_msgs_module() if detect else None
+        self.cameras = [
+            _Camera(name, topic, detect, segment, self.vision_msgs) for name, topic in self._camera_topics()
+        ]
         self.detector: Optional[_Task] = self._load_detector() if detect else None
         self.segmenter: Optional[_Task] = self._load_segmenter() if segment else None
         self._latched = []
@@ -132,24 +198,24 @@ class VisionNode:
         self.worker.start()
         rospy.on_shutdown(self.worker.stop)
         # Subscribe last: frames arrive only once the models are loaded.
-        image_topic = rospy.resolve_name("image")
-        if self.transport == "compressed":
-            image_topic, message_class = image_topic + "/compressed", CompressedImage
-        else:
-            message_class = Image
-        self.subscriber = rospy.Subscriber(
-            image_topic,
-            message_class,
-            self._on_image,
-            queue_size=int(rospy.get_param("~queue_size", 1)),
-            buff_size=int(rospy.get_param("~buff_size", 2**26)),
-            tcp_nodelay=True,
-        )
+        message_class = CompressedImage if self.transport == "compressed" else Image
+        queue_size = int(rospy.get_param("~queue_size", 1))
+        buff_size = int(rospy.get_param("~buff_size", 2**26))
+        for camera in self.cameras:
+            camera.subscriber = rospy.Subscriber(
+                camera.image_topic,
+                message_class,
+                self._on_image,
+                callback_args=camera,
+                queue_size=queue_size,
+                buff_size=buff_size,
+                tcp_nodelay=True,
+            )
         rospy.loginfo(
             "%s: %s on %s (%s)",
             rospy.get_name(),
             " + ".join(t.model.spec.name for t in (self.detector, self.segmenter) if t is not None),
-            image_topic,
+            ", ".join(camera.image_topic for camera in self.cameras),
             self.transport,
         )
 
@@ -174,8 +240,24 @@ class VisionNode:
             rospy.set_param("~segmenter/threshold", float(task.model.options.mask_threshold))
         return task
 
+    def _camera_topics(self) -> List[Tuple[str, str]]:
+        """``(camera name, resolved input topic)`` per camera; name "" for the single ``image`` topic."""
+        topics = rospy.get_param("~image_topics", [])
+        if not isinstance(topics, list) or not all(isinstance(t, str) and t.strip() for t in topics):
+            raise ConfigError("~image_topics: expected a list of topic names, found %r" % (topics,))
+        suffix = "/compressed" if self.transport == "compressed" else ""
+        if not topics:
+            return [("", rospy.resolve_name("image") + suffix)]
+        resolved = [rospy.resolve_name(t.strip()) for t in topics]
+        if len(set(resolved)) != len(resolved):
+            raise ConfigError("~image_topics: expected distinct topics, found %s" % resolved)
+        names = rospy.get_param("~camera_names", None)
+        if names is not None and not isinstance(names, list):
+            raise ConfigError("~camera_names: expected a list of names, found %r" % (names,))
+        return [(name, topic + suffix) for name, topic in zip(camera_names(resolved, names), resolved)]
+
     @staticmethod
-    def _vision_msgs_publisher() -> Optional[Tuple[rospy.Publisher, Any]]:
+    def _vision_msgs_module() -> Any:
         if not rospy.get_param("~publish_vision_msgs", False):
             return None
         try:
@@ -183,7 +265,7 @@ class VisionNode:
         except ImportError:
             rospy.logwarn("~publish_vision_msgs is set but vision_msgs is not installed; not publishing it")
             return None
-        return rospy.Publisher("~vision_detections", vision_msgs.Detection2DArray, queue_size=5), vision_msgs
+        return vision_msgs
 
     # -- live settings -------------------------------------------------------------------
     def _on_detector_config(self, config: Any, _level: int) -> Any:
@@ -202,17 +284,17 @@ class VisionNode:
         return config
 
     # -- frames --------------------------------------------------------------------------
-    def _on_image(self, msg: Any) -> None:
-        """Subscriber callback (rospy's receive thread): keep the newest frame, nothing else."""
+    def _on_image(self, msg: Any, camera: _Camera) -> None:
+        """Subscriber callback (rospy's receive thread): keep the camera's newest frame, nothing else."""
         if not any(t is not None and t.enabled for t in (self.detector, self.segmenter)):
-            self.worker.counters.add("received")
-            self.worker.counters.add("skipped")
+            self.worker.drop(camera.name)
             return
-        self.worker.put(msg)
+        self.worker.put((camera, msg), camera.name)
 
-    def _process(self, msg: Any) -> None:
-        """Worker thread: decode, infer, publish one frame's outputs."""
+    def _process(self, item: Tuple[_Camera, Any]) -> None:
+        """Worker thread: decode, infer, publish one frame's outputs on its camera's topics."""
         started = time.monotonic()
+        camera, msg = item
         image = compressed_to_bgr(msg) if self.transport == "compressed" else image_to_bgr(msg)
         header = msg.header
         height, width = image.shape[:2]
@@ -222,34 +304,36 @@ class VisionNode:
             if self.detector.class_filter:
                 detections = detections.filter(classes=self.detector.class_filter)
             model_name = self.detector.model.spec.name
-            self.detections_pub.publish(detections_to_msg(detections, header, width, height, model_name))
-            if self.vision_msgs is not None:
-                self.vision_msgs[0].publish(to_detection2d_array(self.vision_msgs[1], detections, header))
-        want_annotated = self.annotated_pub.get_num_connections() > 0
+            camera.detections_pub.publish(detections_to_msg(detections, header, width, height, model_name))
+            if camera.vision_pub is not None:
+                camera.vision_pub.publish(to_detection2d_array(self.vision_msgs, detections, header))
+        want_annotated = camera.annotated_pub.get_num_connections() > 0
         segmentation: Optional[Segmentation] = None
         if self.segmenter is not None and self.segmenter.enabled and (
-            want_annotated or self.class_map_pub.get_num_connections() or self.color_mask_pub.get_num_connections()
+            want_annotated or camera.class_map_pub.get_num_connections() or camera.color_mask_pub.get_num_connections()
         ):
             segmentation = self.segmenter.model(image)
-            if self.class_map_pub.get_num_connections():
-                self.class_map_pub.publish(class_map_to_msg(segmentation, header))
-            if self.color_mask_pub.get_num_connections():
-                self.color_mask_pub.publish(bgr_to_image_msg(annotate.colorize_segmentation(segmentation), header))
+            if camera.class_map_pub.get_num_connections():
+                camera.class_map_pub.publish(class_map_to_msg(segmentation, header))
+            if camera.color_mask_pub.get_num_connections():
+                camera.color_mask_pub.publish(bgr_to_image_msg(annotate.colorize_segmentation(segmentation), header))
         if want_annotated:
             annotated = image
             if segmentation is not None:
                 annotated = annotate.overlay_segmentation(annotated, segmentation, self.segmenter.mask_alpha)
             if detections is not None:
                 annotated = annotate.draw_detections(annotated, detections)
-            self.annotated_pub.publish(bgr_to_image_msg(annotated, header))
+            camera.annotated_pub.publish(bgr_to_image_msg(annotated, header))
         latency = (rospy.Time.now() - header.stamp).to_sec() if header.stamp else float("nan")
         with self._stats_lock:
             self._frame_seconds.append(time.monotonic() - started)
             self._latency_seconds.append(latency)
 
-    def _on_error(self, msg: Any, err: Exception) -> None:
+    def _on_error(self, item: Tuple[_Camera, Any], err: Exception) -> None:
+        camera, msg = item
         kind = "bad input" if isinstance(err, DlVisionError) else "unexpected %s" % type(err).__name__
-        text = "%s (frame stamp %.3f): %s" % (kind, msg.header.stamp.to_sec(), err)
+        source = " from %s" % camera.image_topic if len(self.cameras) > 1 else ""
+        text = "%s%s (frame stamp %.3f): %s" % (kind, source, msg.header.stamp.to_sec(), err)
         self._last_error = text
         rospy.logerr_throttle(5.0, "%s: dropped frame, %s" % (rospy.get_name(), text))
 
@@ -272,6 +356,14 @@ class VisionNode:
             stat.summary(DiagnosticStatus.OK, "ok")
         for key in ("received", "processed", "skipped", "errors"):
             stat.add(key, str(counts[key]))
+        if len(self.cameras) > 1:
+            by_camera = self.worker.source_counters()
+            for camera in self.cameras:
+                mine = by_camera.get(camera.name, dict.fromkeys(("received", "processed", "skipped", "errors"), 0))
+                stat.add(
+                    "camera %s (%s)" % (camera.name, camera.image_topic),
+                    "received %(received)d, processed %(processed)d, skipped %(skipped)d, errors %(errors)d" % mine,
+                )
         stat.add("input rate (Hz)", "%.2f" % input_rate)
         stat.add("processed rate (Hz)", "%.2f" % output_rate)
         if frame_ms.size:
