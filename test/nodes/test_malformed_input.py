@@ -4,7 +4,8 @@
 Two nodes run: one on raw images (``~raw_node``, input ``~raw_topic``) and one on
 compressed images (``~compressed_node``, input ``~compressed_topic``). Each gets
 a burst of bad frames, then one good frame that must be answered, and its
-diagnostics must report the errors.
+diagnostics must report the errors. The raw node first gets messages of the
+wrong type (``CompressedImage``), which must be counted as errors naming both types.
 """
 
 from __future__ import annotations
@@ -78,6 +79,25 @@ class MalformedInputTest(unittest.TestCase):
         counters = frame_counters(self.diagnostics, node.lstrip("/"))
         self.assertGreater(int(counters.get("errors", 0)), 0, counters)
         self.assertIn("bad frames", counters["_message"])
+
+    def test_a_wrong_message_type_is_a_counted_error(self) -> None:
+        """JPEGs sent to the raw node (a missing ``transport:=compressed``) are reported, not fatal."""
+        node, topic = rospy.get_param("~raw_node"), rospy.get_param("~raw_topic")
+        wrong = rospy.Publisher(topic, CompressedImage, queue_size=10)
+        deadline = time.monotonic() + 60
+        while wrong.get_num_connections() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        for msg in _bad_compressed_frames(self.image)[:3]:
+            msg.header.stamp = rospy.Time.now()
+            wrong.publish(msg)
+            time.sleep(0.05)
+        time.sleep(0.5)
+        counters = frame_counters(self.diagnostics, node.lstrip("/"))
+        wrong.unregister()
+        self.assertGreaterEqual(int(counters.get("errors", 0)), 3, counters)
+        self.assertIn("expected sensor_msgs/Image", counters["_message"])
+        self.assertIn("found sensor_msgs/CompressedImage", counters["_message"])
 
     def test_raw_burst(self) -> None:
         camera = FramePublisher(rospy.get_param("~raw_topic"), "raw")

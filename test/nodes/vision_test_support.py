@@ -140,25 +140,26 @@ class Collector:
 
 
 def frame_counters(diagnostics: Collector, node_name: str, timeout: float = 10.0) -> Dict[str, str]:
-    """The newest key/values the node's ``frames`` diagnostic task reported (waits for a fresh one)."""
-    since = time.monotonic()
+    """The key/values of the node's first ``frames`` diagnostic reported after this call (waits up to ``timeout``)."""
+    since = rospy.Time.now().to_sec()
+    deadline = time.monotonic() + timeout
 
-    def newest() -> Optional[Dict[str, str]]:
-        for received_at, msg in reversed(diagnostics.snapshot()):
+    def fresh() -> Optional[Dict[str, str]]:
+        for received_at, msg in diagnostics.snapshot():
+            if received_at <= since:
+                continue
             for status in msg.status:
                 if node_name in status.name and status.name.endswith("frames"):
                     return {"_received_at": str(received_at), "_message": status.message,
                             **{kv.key: kv.value for kv in status.values}}
         return None
 
-    start_count = len(diagnostics.snapshot())
-    while time.monotonic() - since < timeout:
-        if len(diagnostics.snapshot()) > start_count:
-            values = newest()
-            if values is not None:
-                return values
+    while time.monotonic() < deadline:
+        values = fresh()
+        if values is not None:
+            return values
         time.sleep(0.1)
-    return newest() or {}
+    return {}
 
 
 def diagnostics_collector() -> Collector:

@@ -27,16 +27,18 @@ import time
 from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
 import diagnostic_updater
+import genpy
 import numpy as np
 import rosgraph.names
 import rospy
 from diagnostic_msgs.msg import DiagnosticStatus
 from dynamic_reconfigure.server import Server as ReconfigureServer
 from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
 
 from dl_vision import annotate
 from dl_vision.cfg import DetectorConfig, SegmenterConfig
-from dl_vision.errors import ConfigError, DlVisionError
+from dl_vision.errors import ConfigError, DlVisionError, ImageConversionError
 from dl_vision.msg import DetectionArray, LabelTable
 from dl_vision.pipeline import Detector, Segmenter
 from dl_vision.ros.image_conversion import (
@@ -197,14 +199,15 @@ class VisionNode:
 
         self.worker.start()
         rospy.on_shutdown(self.worker.stop)
-        # Subscribe last: frames arrive only once the models are loaded.
-        message_class = CompressedImage if self.transport == "compressed" else Image
+        # Subscribe last: frames arrive only once the models are loaded. As raw bytes (AnyMsg):
+        # only the frames the worker takes are deserialised, not the ones a newer frame replaces.
+        self.message_class = CompressedImage if self.transport == "compressed" else Image
         queue_size = int(rospy.get_param("~queue_size", 1))
         buff_size = int(rospy.get_param("~buff_size", 2**26))
         for camera in self.cameras:
             camera.subscriber = rospy.Subscriber(
                 camera.image_topic,
-                message_class,
+                rospy.AnyMsg,
                 self._on_image,
                 callback_args=camera,
                 queue_size=queue_size,
@@ -291,10 +294,30 @@ class VisionNode:
             return
         self.worker.put((camera, msg), camera.name)
 
-    def _process(self, item: Tuple[_Camera, Any]) -> None:
-        """Worker thread: decode, infer, publish one frame's outputs on its camera's topics."""
+    def _deserialize(self, raw: rospy.AnyMsg) -> Any:
+        """The ``Image``/``CompressedImage`` in a frame's bytes, after checking the publisher's type.
+
+        Raises:
+            ImageConversionError: the publisher sends another type, or the bytes do not parse.
+        """
+        expected = self.message_class
+        connection = getattr(raw, "_connection_header", None) or {}
+        found = connection.get("type", "?")
+        if found != expected._type or connection.get("md5sum", expected._md5sum) not in (expected._md5sum, "*"):
+            raise ImageConversionError(
+                "input type: expected %s (md5 %s), found %s (md5 %s) from %s"
+                % (expected._type, expected._md5sum, found, connection.get("md5sum", "?"), connection.get("callerid"))
+            )
+        try:
+            return expected().deserialize(raw._buff)
+        except genpy.DeserializationError as err:
+            raise ImageConversionError("input message: cannot deserialise %s: %s" % (expected._type, err)) from None
+
+    def _process(self, item: Tuple[_Camera, rospy.AnyMsg]) -> None:
+        """Worker thread: deserialise, decode, infer, publish one frame's outputs on its camera's topics."""
         started = time.monotonic()
-        camera, msg = item
+        camera, raw = item
+        msg = self._deserialize(raw)
         image = compressed_to_bgr(msg) if self.transport == "compressed" else image_to_bgr(msg)
         header = msg.header
         height, width = image.shape[:2]
@@ -330,10 +353,14 @@ class VisionNode:
             self._latency_seconds.append(latency)
 
     def _on_error(self, item: Tuple[_Camera, Any], err: Exception) -> None:
-        camera, msg = item
+        camera, raw = item
         kind = "bad input" if isinstance(err, DlVisionError) else "unexpected %s" % type(err).__name__
         source = " from %s" % camera.image_topic if len(self.cameras) > 1 else ""
-        text = "%s%s (frame stamp %.3f): %s" % (kind, source, msg.header.stamp.to_sec(), err)
+        try:  # both image types start with their Header
+            stamp = "%.3f" % Header().deserialize(raw._buff).stamp.to_sec()
+        except genpy.DeserializationError:
+            stamp = "?"
+        text = "%s%s (frame stamp %s): %s" % (kind, source, stamp, err)
         self._last_error = text
         rospy.logerr_throttle(5.0, "%s: dropped frame, %s" % (rospy.get_name(), text))
 
