@@ -159,6 +159,50 @@ def test_weighted_nms_never_mixes_classes_and_honours_max_detections():
     assert limited.index.tolist() == [0]
 
 
+def _weighted_reference(boxes, scores, iou_threshold, keypoints, classes=None):
+    """MediaPipe's loop, one cluster at a time, membership by box_iou (slow, obviously right)."""
+    remaining = sorted(range(len(scores)), key=lambda k: (-scores[k], k))
+    index, xyxy, points = [], [], []
+    while remaining:
+        top = remaining[0]
+        overlaps = box_iou(boxes[top : top + 1], boxes[remaining])[0] > iou_threshold
+        cluster = [
+            k
+            for k, overlap in zip(remaining, overlaps)
+            if k == top or (overlap and (classes is None or classes[k] == classes[top]))
+        ]
+        weights = scores[cluster].astype(np.float64)
+        total = weights.sum()
+        if total <= 0:
+            weights, total = np.ones(len(cluster)), float(len(cluster))
+        index.append(top)
+        xyxy.append((boxes[cluster] * weights[:, None]).sum(axis=0) / total)
+        points.append((keypoints[cluster] * weights[:, None, None]).sum(axis=0) / total)
+        remaining = [k for k in remaining if k not in cluster]
+    return index, np.float32(xyxy), np.float32(points)
+
+
+@pytest.mark.parametrize("class_aware", [False, True])
+@pytest.mark.parametrize("iou_threshold", [0.0, 0.3, 1.0])
+def test_weighted_nms_matches_the_reference_loop(class_aware, iou_threshold):
+    # Crowded boxes on a coarse grid (exact ties in IoU and score), some empty, some scoring 0.
+    rng = np.random.default_rng(3)
+    n = 200
+    xy = rng.integers(0, 20, size=(n, 2)) * 5.0
+    wh = rng.integers(0, 6, size=(n, 2)) * 5.0
+    wh[:10] = 0.0
+    boxes = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+    scores = (rng.integers(0, 10, size=n) / 10.0).astype(np.float32)
+    keypoints = rng.uniform(0, 100, size=(n, 3, 2)).astype(np.float32)
+    classes = rng.integers(0, 2, size=n) if class_aware else None
+    index, xyxy, points = _weighted_reference(boxes, scores, iou_threshold, keypoints, classes)
+    result = weighted_nms(boxes, scores, iou_threshold, keypoints, classes)
+    assert result.index.tolist() == index
+    np.testing.assert_array_equal(result.score, scores[index])
+    np.testing.assert_allclose(result.xyxy, xyxy, rtol=1e-6)
+    np.testing.assert_allclose(result.keypoints, points, rtol=1e-6)
+
+
 def test_weighted_nms_rejects_bad_keypoints():
     with pytest.raises(ConfigError, match="keypoints of shape"):
         weighted_nms(np.zeros((2, 4)), np.zeros(2), 0.5, keypoints=np.zeros((2, 3)))

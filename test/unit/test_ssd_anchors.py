@@ -117,6 +117,31 @@ def test_yxhw_order_and_exponential_sizes():
     np.testing.assert_allclose(detections.xyxy, [[0, 0, 69.2, 107.6]], atol=1e-3)
 
 
+@pytest.mark.parametrize("threshold", [0.0, 1e-30, 0.3, 0.5, 0.6, 0.999, 1.0])
+@pytest.mark.parametrize("clipping", [None, 100.0, 2.0])
+def test_logit_cutoff_keeps_exactly_the_anchors_the_sigmoid_keeps(threshold, clipping):
+    # The decoder tests logits against log(t / (1 - t)) before computing any sigmoid. Logits
+    # packed within a few hundred float32 steps of that boundary, plus saturated ones (sigmoid
+    # rounds to 1.0 above ~17), must give exactly the scores of the sigmoid-space test.
+    rng = np.random.default_rng(11)
+    p = min(max(threshold, 1e-6), 1 - 1e-6)
+    logits = np.concatenate(
+        [
+            math.log(p / (1 - p)) + rng.uniform(-1e-4, 1e-4, 1800),
+            rng.uniform(-30, 30, 500),
+            [0.0, np.inf, -np.inf, np.nan],
+        ]
+    ).astype(np.float32)
+    outputs = {"boxes": rng.uniform(-5, 5, (1, 2304, 4)).astype(np.float32), "scores": logits.reshape(1, 2304, 1)}
+    clipped = logits if clipping is None else np.clip(logits, -clipping, clipping)
+    scores = 0.5 * (1.0 + np.tanh(0.5 * clipped))
+    expected = np.sort(scores[scores >= threshold])[::-1]
+    decoder = SsdAnchorsDecoder(score_clipping=clipping, **FULL_RANGE)
+    options = DecodeOptions(threshold, nms_iou=1.0, max_detections=2304)  # IoU never exceeds 1: no merging
+    detections = decoder.decode(outputs, ImageTransform.stretch((192, 192), (192, 192)), options)
+    np.testing.assert_array_equal(detections.score, expected)
+
+
 def test_outputs_are_told_apart_by_width_or_by_name():
     decoder = SsdAnchorsDecoder(**FULL_RANGE, boxes_output="Identity", scores_output="Identity_1")
     outputs = _raw(2304, {0: ([0, 0, 4, 4], 5.0)})

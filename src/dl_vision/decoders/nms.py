@@ -26,6 +26,9 @@ from dl_vision.errors import ConfigError
 #: Candidates resolved together in :func:`nms`; bounds memory at BLOCK x (BLOCK + kept) floats.
 BLOCK = 256
 
+#: The smallest positive float32 (a subnormal): below any positive union of two boxes.
+_SMALLEST = np.nextafter(np.float32(0), np.float32(1))
+
 
 def _as_boxes(name: str, boxes: np.ndarray) -> np.ndarray:
     boxes = np.asarray(boxes, dtype=np.float32)
@@ -42,7 +45,9 @@ def box_area(xyxy: np.ndarray) -> np.ndarray:
 
 
 def _areas(xyxy: np.ndarray) -> np.ndarray:
-    return np.maximum(xyxy[:, 2] - xyxy[:, 0], 0) * np.maximum(xyxy[:, 3] - xyxy[:, 1], 0)
+    wh = xyxy[:, 2:] - xyxy[:, :2]
+    np.maximum(wh, 0, out=wh)
+    return wh[:, 0] * wh[:, 1]
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -67,6 +72,17 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = np.multiply(iw, ih, out=iw)
     union = _areas(a)[:, None] + _areas(b)[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def _overlapping(
+    box: np.ndarray, area: np.float32, boxes: np.ndarray, areas: np.ndarray, iou_threshold: float
+) -> np.ndarray:
+    """``_iou(box[None], boxes)[0] > iou_threshold``, with the areas given: (N,) bool."""
+    wh = np.minimum(boxes[:, 2:], box[2:]) - np.maximum(boxes[:, :2], box[:2])
+    np.maximum(wh, 0, out=wh)
+    inter = wh[:, 0] * wh[:, 1]
+    # A union of 0 comes with an intersection of 0: 0 / _SMALLEST is the IoU 0 that _iou gives there.
+    return inter / np.maximum(areas + area - inter, _SMALLEST) > iou_threshold
 
 
 def _greedy_ranked(boxes: np.ndarray, iou_threshold: float, limit: int) -> np.ndarray:
@@ -228,35 +244,37 @@ def weighted_nms(
         if class_ids.shape[0] != n:
             raise ConfigError("weighted_nms: expected %d class ids (one per box), found %d" % (n, class_ids.shape[0]))
     limit = n if max_detections is None else max(int(max_detections), 0)
+    values = boxes  # what is blended: the boxes, then the keypoints, (N, 4 + 2P)
+    if keypoints is not None:
+        values = np.concatenate([boxes, keypoints.reshape(n, 2 * keypoints.shape[1])], axis=1)
+    weights = scores.astype(np.float64)
+    areas = _areas(boxes)
     remaining = np.argsort(-scores, kind="stable")
-    tops, out_boxes, out_scores, out_points = [], [], [], []
+    tops, blends = [], []
     # One pass per output cluster: a handful of faces per frame, so the loop is short.
     while remaining.size and len(tops) < limit:
         top = remaining[0]
-        member = box_iou(boxes[top : top + 1], boxes[remaining])[0] > iou_threshold
+        member = _overlapping(boxes[top], areas[top], boxes[remaining], areas[remaining], iou_threshold)
         member[0] = True  # an empty box has IoU 0 with itself but still forms its own cluster
         if class_ids is not None:
             member &= class_ids[remaining] == class_ids[top]
         cluster = remaining[member]
-        weights = scores[cluster].astype(np.float64)
-        total = weights.sum()
+        cluster_weights = weights[cluster]
+        total = cluster_weights.sum()
         if total <= 0:
-            weights = np.ones_like(weights)
-            total = float(len(weights))
+            cluster_weights = np.ones_like(cluster_weights)
+            total = float(cluster.size)
         tops.append(top)
-        out_boxes.append((boxes[cluster] * weights[:, None]).sum(axis=0) / total)
-        out_scores.append(scores[top])
-        if keypoints is not None:
-            out_points.append((keypoints[cluster] * weights[:, None, None]).sum(axis=0) / total)
+        blends.append((values[cluster] * cluster_weights[:, None]).sum(axis=0) / total)
         remaining = remaining[~member]
     k = len(tops)
+    index = np.array(tops, dtype=np.int64).reshape(k)
+    blended = np.array(blends, dtype=np.float32).reshape(k, values.shape[1])
     return WeightedNmsResult(
-        index=np.asarray(tops, dtype=np.int64).reshape(k),
-        xyxy=np.asarray(out_boxes, dtype=np.float32).reshape(k, 4),
-        score=np.asarray(out_scores, dtype=np.float32).reshape(k),
-        keypoints=None
-        if keypoints is None
-        else np.asarray(out_points, dtype=np.float32).reshape((k,) + keypoints.shape[1:]),
+        index=index,
+        xyxy=blended[:, :4],
+        score=scores[index],
+        keypoints=None if keypoints is None else blended[:, 4:].reshape((k,) + keypoints.shape[1:]),
     )
 
 

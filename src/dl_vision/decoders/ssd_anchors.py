@@ -27,6 +27,10 @@ from dl_vision.errors import ConfigError, ModelError
 from dl_vision.geometry import ImageTransform
 from dl_vision.structures import Detections
 
+#: Margin, in score, between the logit cutoff and the score threshold; float32 sigmoids are
+#: off by a few 1e-7 at most.
+SIGMOID_SLACK = 1e-5
+
 
 def _layer_scale(min_scale: float, max_scale: float, index: int, count: int) -> float:
     """Anchor scale of stride layer ``index`` of ``count``: linear from min to max (their mean if one layer)."""
@@ -237,6 +241,22 @@ class SsdAnchorsDecoder(Decoder):
             self._anchors[key] = generate_anchors(key, **self.anchor_options)
         return self._anchors[key]
 
+    def _logit_cutoff(self, threshold: float) -> float:
+        """A logit below which no anchor can score ``threshold``: the cheap pre-test before the sigmoid.
+
+        The sigmoid is monotonic, so ``sigmoid(x) >= t`` needs ``x >= log(t / (1 - t))``; the
+        cutoff is taken at ``t - SIGMOID_SLACK`` so that float32 rounding of the sigmoid cannot
+        make it drop an anchor the exact test on the scores would keep.
+        """
+        if not self.sigmoid_score:
+            return threshold
+        p = threshold - SIGMOID_SLACK
+        if p <= 0.0:
+            return -math.inf
+        if p >= 1.0:
+            return math.inf
+        return math.log(p / (1.0 - p))
+
     def _split_outputs(self, outputs: Dict[str, np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
         """(N, coords) regression and (N, classes) logits from the outputs of one image."""
 
@@ -302,48 +322,62 @@ class SsdAnchorsDecoder(Decoder):
                 "ssd_anchors: expected at least %d regression values per anchor (box + %d keypoints), found %d"
                 % (needed, self.num_keypoints, raw_boxes.shape[1])
             )
-        logits = raw_scores.astype(np.float32)
+        logits = raw_scores.astype(np.float32, copy=False)
         if self.score_clipping is not None:
-            logits = np.clip(logits, -self.score_clipping, self.score_clipping)
-        # The tanh form of the sigmoid cannot overflow, whatever the logits.
-        probs = 0.5 * (1.0 + np.tanh(0.5 * logits)) if self.sigmoid_score else logits
-        class_id = np.argmax(probs, axis=1)
-        score = probs[np.arange(probs.shape[0]), class_id]
-        keep = np.nonzero(score >= options.score_threshold)[0]
+            # np.minimum/np.maximum: same values as np.clip, without its slow Python wrapper.
+            logits = np.minimum(np.maximum(logits, -self.score_clipping), self.score_clipping)
+        # Only anchors whose best logit clears the cutoff get scored; the exact test follows.
+        best = logits[:, 0] if logits.shape[1] == 1 else logits.max(axis=1)
+        keep = np.nonzero(best >= self._logit_cutoff(options.score_threshold))[0]
         if keep.size == 0:
             return Detections.empty(self.labels)
-        reg = raw_boxes[keep].astype(np.float32)
+        probs = logits[keep]
+        if self.sigmoid_score:
+            # The tanh form of the sigmoid cannot overflow, whatever the logits.
+            probs = 0.5 * (1.0 + np.tanh(0.5 * probs))
+        if probs.shape[1] == 1:
+            class_id = np.zeros(keep.size, np.int64)
+            score = probs[:, 0]
+        else:
+            class_id = np.argmax(probs, axis=1)
+            score = probs[np.arange(keep.size), class_id]
+        passed = score >= options.score_threshold
+        if not passed.any():
+            return Detections.empty(self.labels)
+        keep, score, class_id = keep[passed], score[passed], class_id[passed]
+        reg = raw_boxes[keep].astype(np.float32, copy=False)
         anc = anchors[keep]
-        x_scale, y_scale, w_scale, h_scale = self.box_scale or (in_w, in_h, in_w, in_h)
+        scale = np.array(self.box_scale or (in_w, in_h, in_w, in_h), dtype=np.float32)  # x, y, w, h
+        size = np.array((in_w, in_h), dtype=np.float32)
         o = self.box_offset
-        if self.box_order == "xywh":
-            rx, ry, rw, rh = reg[:, o], reg[:, o + 1], reg[:, o + 2], reg[:, o + 3]
-        else:
-            ry, rx, rh, rw = reg[:, o], reg[:, o + 1], reg[:, o + 2], reg[:, o + 3]
-        cx = rx / x_scale * anc[:, 2] + anc[:, 0]
-        cy = ry / y_scale * anc[:, 3] + anc[:, 1]
+        raw = reg[:, o : o + 4] if self.box_order == "xywh" else reg[:, [o + 1, o, o + 3, o + 2]]
+        centre = raw[:, :2] / scale[:2] * anc[:, 2:] + anc[:, :2]
+        extent = raw[:, 2:] / scale[2:]
         if self.exp_size:
-            w, h = np.exp(rw / w_scale) * anc[:, 2], np.exp(rh / h_scale) * anc[:, 3]
-        else:
-            w, h = rw / w_scale * anc[:, 2], rh / h_scale * anc[:, 3]
+            extent = np.exp(extent)
+        half = extent * anc[:, 2:] / 2
         # Normalised model-input units -> model-input pixels.
-        boxes = np.stack([(cx - w / 2) * in_w, (cy - h / 2) * in_h, (cx + w / 2) * in_w, (cy + h / 2) * in_h], axis=1)
+        boxes = np.concatenate([(centre - half) * size, (centre + half) * size], axis=1)
         keypoints = None
         if self.num_keypoints:
-            idx = self.keypoint_offset + np.arange(self.num_keypoints) * self.values_per_keypoint
-            first, second = reg[:, idx], reg[:, idx + 1]
-            kx, ky = (first, second) if self.box_order == "xywh" else (second, first)
-            keypoints = np.stack(
-                [(kx / x_scale * anc[:, 2:3] + anc[:, 0:1]) * in_w, (ky / y_scale * anc[:, 3:4] + anc[:, 1:2]) * in_h],
-                axis=2,
-            )
-        boxes, score, class_id, keypoints = self._suppress(boxes, score[keep], class_id[keep], keypoints, options)
+            start = self.keypoint_offset
+            points = reg[:, start : start + self.num_keypoints * self.values_per_keypoint]
+            points = points.reshape(keep.size, self.num_keypoints, self.values_per_keypoint)[:, :, :2]
+            if self.box_order != "xywh":
+                points = points[:, :, ::-1]
+            keypoints = (points / scale[:2] * anc[:, None, 2:] + anc[:, None, :2]) * size
+        boxes, score, class_id, keypoints = self._suppress(boxes, score, class_id, keypoints, options)
+        # Box corners and keypoints go to image pixels in one call.
+        points = boxes.reshape(-1, 2, 2)
+        if keypoints is not None:
+            points = np.concatenate([points, keypoints], axis=1)
+        points = transform.points_to_image(points)
         return Detections(
-            transform.boxes_to_image(boxes),
+            points[:, :2].reshape(-1, 4),
             score,
             class_id,
             self.labels,
-            keypoints=None if keypoints is None else transform.points_to_image(keypoints),
+            keypoints=None if keypoints is None else points[:, 2:],
         )
 
     def _suppress(
@@ -355,7 +389,8 @@ class SsdAnchorsDecoder(Decoder):
         options: DecodeOptions,
     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]:
         """NMS per class (or across classes), best first, capped at ``max_detections``."""
-        classes = None if options.class_agnostic_nms else class_id
+        # Candidates all of class 0 (as with one-class models) need no per-class bookkeeping.
+        classes = None if options.class_agnostic_nms or not class_id.any() else class_id
         if self.nms == "weighted":
             result = weighted_nms(boxes, score, options.nms_iou, keypoints, classes, options.max_detections)
             return result.xyxy, result.score, class_id[result.index], result.keypoints
