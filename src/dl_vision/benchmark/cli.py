@@ -177,6 +177,12 @@ def _checks(result: Dict[str, object]) -> Dict[str, object]:
         p99 = worst["latency_ms"]["p99"]
         checks["overload_p99_ms"] = p99
         checks["overload_p99_over_frame"] = ratio(p99, frame_ms)
+        # The same frame's time through ROS when nothing waits: transport + processing, unloaded.
+        unloaded = [r for r in result["ros"] if r["node"] == "ours" and r["rate_factor"] < 1.0]
+        if unloaded:
+            round_trip = min(unloaded, key=lambda r: r["rate_factor"])["latency_ms"]["p50"]
+            checks["unloaded_latency_p50_ms"] = round_trip
+            checks["overload_p99_over_unloaded_latency"] = ratio(p99, round_trip)
         checks["overload_latency_growth_ms_per_s"] = worst["latency_growth"]["slope_ms_per_s"]
         if naive:
             same = [r for r in naive if r["rate_factor"] == worst["rate_factor"]] or naive
