@@ -17,7 +17,14 @@ import unittest
 import cv2
 import rospy
 from sensor_msgs.msg import CompressedImage, Image
-from vision_test_support import Collector, FramePublisher, diagnostics_collector, frame_counters, sample_image
+from vision_test_support import (
+    Collector,
+    FramePublisher,
+    diagnostics_collector,
+    frame_counters,
+    sample_image,
+    wait_for_connection,
+)
 
 import rostest
 from dl_vision.msg import DetectionArray
@@ -84,10 +91,7 @@ class MalformedInputTest(unittest.TestCase):
         """JPEGs sent to the raw node (a missing ``transport:=compressed``) are reported, not fatal."""
         node, topic = rospy.get_param("~raw_node"), rospy.get_param("~raw_topic")
         wrong = rospy.Publisher(topic, CompressedImage, queue_size=10)
-        deadline = time.monotonic() + 60
-        while wrong.get_num_connections() == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)
+        self.assertTrue(wait_for_connection(wrong, 60.0), "%s never subscribed" % node)
         for msg in _bad_compressed_frames(self.image)[:3]:
             msg.header.stamp = rospy.Time.now()
             wrong.publish(msg)

@@ -31,9 +31,7 @@ class ReconfigureTest(unittest.TestCase):
         assert cls.camera.wait_for_subscriber(), "node under test never subscribed"
         cls.client = Client(node + "/detector", timeout=30)
         cls.segmenter_client = Client(node + "/segmenter", timeout=30)
-        deadline = time.monotonic() + 10
-        while cls.class_maps.subscriber.get_num_connections() == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        cls.class_maps.wait_for_publisher()
         cls.message = cls.camera.message(sample_image("astronaut"))
 
     def _faces(self):

@@ -39,9 +39,7 @@ class VisionOutputsTest(unittest.TestCase):
         cls.camera = FramePublisher(rospy.get_param("~image_topic"), cls.transport)
         assert cls.camera.wait_for_subscriber(), "node under test never subscribed"
         if cls.class_maps is not None:
-            deadline = time.monotonic() + 10
-            while cls.class_maps.subscriber.get_num_connections() == 0 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            cls.class_maps.wait_for_publisher()
 
     def _answer(self, image_name: str):
         """Publish one frame; return (stamp, the single DetectionArray answering it)."""

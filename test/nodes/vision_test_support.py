@@ -47,6 +47,15 @@ def sample_image(name: str) -> np.ndarray:
     return image
 
 
+def wait_for_connection(topic: Any, timeout: float) -> bool:
+    """True once a ``rospy.Publisher`` or ``rospy.Subscriber`` has a peer (waits up to ``timeout`` s)."""
+    deadline = time.monotonic() + timeout
+    while topic.get_num_connections() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # the connection's header exchange finishes after the count goes up
+    return topic.get_num_connections() > 0
+
+
 class FramePublisher:
     """Publish BGR frames on an image topic as raw ``bgr8`` or JPEG ``CompressedImage``.
 
@@ -64,11 +73,7 @@ class FramePublisher:
 
     def wait_for_subscriber(self, timeout: float = CONNECT_TIMEOUT) -> bool:
         """True once the node under test subscribed (it subscribes after loading its models)."""
-        deadline = time.monotonic() + timeout
-        while self.publisher.get_num_connections() == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)  # the connection's header exchange finishes after the count goes up
-        return self.publisher.get_num_connections() > 0
+        return wait_for_connection(self.publisher, timeout)
 
     def message(self, image: np.ndarray) -> Any:
         """The message that :meth:`publish` would send (unstamped)."""
@@ -106,6 +111,10 @@ class Collector:
         self.received: List[Tuple[float, Any]] = []
         self.headers_only = headers_only
         self.subscriber = rospy.Subscriber(topic, message_class, self._callback, queue_size=1000, buff_size=buff_size)
+
+    def wait_for_publisher(self, timeout: float = 10.0) -> bool:
+        """True once the node under test publishes to this collector."""
+        return wait_for_connection(self.subscriber, timeout)
 
     def _callback(self, msg: Any) -> None:
         received = rospy.Time.now().to_sec()

@@ -67,6 +67,18 @@ def test_mono16_big_endian_uses_high_byte() -> None:
     np.testing.assert_array_equal(image_to_bgr(message)[:, :, 1], GRAY)
 
 
+@pytest.mark.parametrize("encoding", sorted(ENCODED))
+@pytest.mark.parametrize("pad", [0, 3])
+def test_view_decoding_gives_the_same_pixels_and_shares_only_unpadded_bgr(encoding: str, pad: int) -> None:
+    pixels, expected = ENCODED[encoding]
+    message = _raw(pixels, encoding, pad)
+    view = image_to_bgr(message, copy=False)
+    assert view.shape == (5, 7, 3) and view.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(view, expected)
+    shares = np.shares_memory(view, np.frombuffer(message.data, np.uint8))
+    assert shares == (encoding in ("bgr8", "8UC3") and pad == 0)
+
+
 def test_decoded_image_does_not_alias_message_data() -> None:
     message = _raw(BGR, "bgr8")
     image = image_to_bgr(message)

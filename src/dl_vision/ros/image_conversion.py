@@ -4,7 +4,7 @@ Raw images are decoded with numpy views that honour ``step`` (row padding) and
 are checked against ``len(data) == step * height`` before any pixel is read, so
 a malformed message raises :class:`~dl_vision.errors.ImageConversionError` with
 one line saying what was wrong instead of crashing a node. Every image returned
-is an owned, contiguous HxWx3 uint8 BGR array.
+is a contiguous HxWx3 uint8 BGR array, owned unless asked for a view.
 """
 
 from __future__ import annotations
@@ -45,16 +45,19 @@ def _byte_buffer(data) -> np.ndarray:
     return np.asarray(data, dtype=np.uint8).reshape(-1)
 
 
-def image_to_bgr(msg: Image) -> np.ndarray:
+def image_to_bgr(msg: Image, copy: bool = True) -> np.ndarray:
     """Decode a ``sensor_msgs/Image`` into pixels.
 
     Args:
         msg: an image in one of :data:`SUPPORTED_ENCODINGS`; rows may be padded
             (``step`` larger than ``width * pixel size``). ``mono16`` is scaled
             to 8 bits by its high byte.
+        copy: False returns a view of ``msg.data`` where no conversion is needed
+            (``bgr8``/``8UC3`` without row padding): read-only when the data is
+            ``bytes``, valid while the message lives. Saves a frame copy per image.
 
     Returns:
-        (height, width, 3) uint8 BGR array (a copy; the message is untouched).
+        (height, width, 3) uint8 BGR array (a copy unless ``copy`` is False; the message is untouched).
 
     Raises:
         ImageConversionError: unknown encoding, zero size, ``step`` shorter than
@@ -86,6 +89,8 @@ def image_to_bgr(msg: Image) -> np.ndarray:
     else:
         pixels = rows.reshape(height, width, channels) if channels > 1 else rows
     if to_bgr is None:
+        if not copy and step == row_bytes:
+            return pixels
         return np.array(pixels, dtype=np.uint8, order="C", copy=True)
     return cv2.cvtColor(np.ascontiguousarray(pixels), to_bgr)
 

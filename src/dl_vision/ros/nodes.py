@@ -318,7 +318,8 @@ class VisionNode:
         started = time.monotonic()
         camera, raw = item
         msg = self._deserialize(raw)
-        image = compressed_to_bgr(msg) if self.transport == "compressed" else image_to_bgr(msg)
+        # A view of the message's bytes where possible: the models and annotators only read it.
+        image = compressed_to_bgr(msg) if self.transport == "compressed" else image_to_bgr(msg, copy=False)
         header = msg.header
         height, width = image.shape[:2]
         detections: Optional[Detections] = None
