@@ -112,6 +112,7 @@ def test_markdown_tables_hold_one_row_per_size_and_per_node_run() -> None:
                 "latency_ms": stage,
                 "latency_growth": {"first_p50_ms": 1.0, "last_p50_ms": None},
                 "process": {"cpu_percent": None, "rss_mb_last": 500.0},
+                **({"node_frame_time_ms": 7.5} if node == "ours" else {}),
             }
             for node in ("ours", "naive")
         ],
@@ -121,3 +122,5 @@ def test_markdown_tables_hold_one_row_per_size_and_per_node_run() -> None:
     assert "| 640x480 | 1 | 50 (0.5x capacity) | ours |" in text
     assert text.count("| naive |") == 2
     assert "n/a" in text  # a missing value reads n/a, never 0
+    assert text.count("| 7.5 ms |") == 2  # our node's frame time in the run; the naive node reports none
+    assert all(line.count("|") == 14 for line in text.splitlines() if "| ours |" in line or "| naive |" in line)

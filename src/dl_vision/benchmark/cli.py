@@ -183,6 +183,10 @@ def _checks(result: Dict[str, object]) -> Dict[str, object]:
             round_trip = min(unloaded, key=lambda r: r["rate_factor"])["latency_ms"]["p50"]
             checks["unloaded_latency_p50_ms"] = round_trip
             checks["overload_p99_over_unloaded_latency"] = ratio(p99, round_trip)
+        node_frame_ms = worst.get("node_frame_time_ms")
+        if node_frame_ms:
+            checks["overload_node_frame_time_ms"] = node_frame_ms
+            checks["overload_p99_over_node_frame_time"] = ratio(p99, node_frame_ms)
         checks["overload_latency_growth_ms_per_s"] = worst["latency_growth"]["slope_ms_per_s"]
         if naive:
             same = [r for r in naive if r["rate_factor"] == worst["rate_factor"]] or naive

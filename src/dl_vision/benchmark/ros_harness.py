@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import rosgraph
 import rospy
+from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
@@ -166,6 +167,37 @@ class CameraPublishers:
             k += 1
 
 
+class FrameTimeProbe:
+    """Records the "frame time median (ms)" our nodes report in ``/diagnostics``, with arrival times.
+
+    The naive node reports no diagnostics, so its list stays empty.
+
+    Args:
+        node_names: resolved names of the nodes under test.
+    """
+
+    def __init__(self, node_names: Sequence[str]) -> None:
+        self.names = [name.lstrip("/") for name in node_names]
+        self.reports: List[tuple] = []
+        self.subscriber = rospy.Subscriber("/diagnostics", DiagnosticArray, self._callback, queue_size=100)
+
+    def _callback(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.endswith("frames") and any(name in status.name for name in self.names):
+                values = {kv.key: kv.value for kv in status.values}
+                if "frame time median (ms)" in values:
+                    self.reports.append((time.time(), float(values["frame time median (ms)"])))
+
+    def median_between(self, start: float, end: float) -> Optional[float]:
+        """Median of the reports received between two wall times, ms (None without any)."""
+        inside = [ms for t, ms in self.reports if start <= t <= end]
+        return round(float(np.median(inside)), 3) if inside else None
+
+    def close(self) -> None:
+        """Unsubscribe."""
+        self.subscriber.unregister()
+
+
 class OutputProbe:
     """Subscribes to the detection outputs and records when each one arrives.
 
@@ -286,12 +318,14 @@ def measure_node(
         JSON-ready dict: ``offered_hz`` (per camera, as achieved), ``published``,
         ``answered``, ``answered_fraction``, ``throughput_hz`` (outputs per second,
         all cameras), ``latency_ms`` (summary), ``latency_growth``,
-        ``process`` (CPU and RSS), ``alive_after`` and per-camera latency p50s.
+        ``process`` (CPU and RSS), ``alive_after``, per-camera latency p50s and
+        ``node_frame_time_ms`` (median of the node's reported frame time during the run).
     """
     say = progress or (lambda _msg: None)
     publishers = CameraPublishers(image_topics, frame, rate_hz)
     probe = OutputProbe(output_topics)
     names = [n for node in nodes for n in node.node_names]
+    frame_times = FrameTimeProbe(names)
     for i, node in enumerate(nodes):
         node.start(None if log_path is None else "%s.%d" % (log_path, i))
     try:
@@ -326,6 +360,7 @@ def measure_node(
         alive = all(node.alive() for node in nodes)
     finally:
         probe.close()
+        frame_times.close()
         for p in publishers.publishers:
             p.unregister()
         for node in nodes:
@@ -359,6 +394,8 @@ def measure_node(
         "latency_ms": summarize_ms(lat_sorted),
         "latency_growth": latency_growth(recv_sorted, lat_sorted),
         "per_camera_latency_p50_ms": per_camera_p50,
+        # The node's own per-frame processing time while loaded (its diagnostics), when it reports one.
+        "node_frame_time_ms": frame_times.median_between(window_start, t_start_wall + duration_s + drain_s),
         "process": _combine_samplers(samplers, t_start_mono + warmup_s, t_end_mono),
         "alive_after": alive,
     }

@@ -115,8 +115,8 @@ def markdown_tables(runs: Sequence[dict]) -> str:
     lines += [
         "",
         "| input | cameras | offered (Hz, all cameras) | node | output (Hz) | answered | latency p50 | p90 | p99"
-        " | p50 first 5 s -> last 5 s | CPU | RSS |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " | p50 first 5 s -> last 5 s | node frame time | CPU | RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         cameras = run["config"]["cameras"]
@@ -124,7 +124,8 @@ def markdown_tables(runs: Sequence[dict]) -> str:
             lat, growth, proc = row["latency_ms"], row["latency_growth"], row["process"]
             answered = row["answered_fraction"]
             lines.append(
-                "| %s | %d | %s (%sx capacity) | %s | %s | %s | %s ms | %s ms | %s ms | %s -> %s ms | %s%% | %s MB |"
+                "| %s | %d | %s (%sx capacity) | %s | %s | %s | %s ms | %s ms | %s ms | %s -> %s ms | %s"
+                " | %s%% | %s MB |"
                 % (
                     run["config"]["size"],
                     cameras,
@@ -138,6 +139,7 @@ def markdown_tables(runs: Sequence[dict]) -> str:
                     _cell(lat["p99"]),
                     _cell(growth["first_p50_ms"], 0),
                     _cell(growth["last_p50_ms"], 0),
+                    "n/a" if row.get("node_frame_time_ms") is None else "%s ms" % _cell(row["node_frame_time_ms"]),
                     _cell(proc["cpu_percent"], 0),
                     _cell(proc["rss_mb_last"], 0),
                 )
