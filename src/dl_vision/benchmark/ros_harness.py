@@ -241,7 +241,14 @@ class NodeUnderTest:
         self.pids: List[int] = []
 
     def start(self, log_path: Optional[str] = None) -> None:
-        """Start the command in its own process group, output to ``log_path`` (default: discarded)."""
+        """Start the command in its own process group, output to ``log_path`` (default: discarded).
+
+        Private parameters an earlier run left on the master under the node names (``_param:=``
+        values outlive their node) are deleted first, so that every run starts from its own argv.
+        """
+        for name in self.node_names:
+            if rospy.has_param(name):
+                rospy.delete_param(name)
         out = open(log_path, "wb") if log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
