@@ -49,7 +49,7 @@ from dl_vision.ros.image_conversion import (
     image_to_bgr,
     label_table_msg,
 )
-from dl_vision.ros.latest_frame import LatestFrameWorker
+from dl_vision.ros.latest_frame import FrameCounters, LatestFrameWorker
 from dl_vision.structures import Detections, Segmentation
 
 TRANSPORTS = ("raw", "compressed")
@@ -387,7 +387,7 @@ class VisionNode:
         if len(self.cameras) > 1:
             by_camera = self.worker.source_counters()
             for camera in self.cameras:
-                mine = by_camera.get(camera.name, dict.fromkeys(("received", "processed", "skipped", "errors"), 0))
+                mine = by_camera.get(camera.name) or FrameCounters().snapshot()  # zeros before its first frame
                 stat.add(
                     "camera %s (%s)" % (camera.name, camera.image_topic),
                     "received %(received)d, processed %(processed)d, skipped %(skipped)d, errors %(errors)d" % mine,
