@@ -38,8 +38,13 @@ def sample(tmp_path_factory):
     astronaut = cv2.imread(str(assets.fetch("astronaut")))
     width = astronaut.shape[1]
     mirrored_face = [width - face[2], face[1], width - face[0], face[3]]
-    frames = [("astronaut", astronaut, [face]), ("coffee", None, []), ("chelsea", None, []),
-              ("mirrored", cv2.flip(astronaut, 1), [mirrored_face]), ("rocket", None, [])]
+    frames = [
+        ("astronaut", astronaut, [face]),
+        ("coffee", None, []),
+        ("chelsea", None, []),
+        ("mirrored", cv2.flip(astronaut, 1), [mirrored_face]),
+        ("rocket", None, []),
+    ]
     images, anns = [], []
     for i, (name, image, faces) in enumerate(frames):
         image = cv2.imread(str(assets.fetch(name))) if image is None else image
@@ -47,32 +52,51 @@ def sample(tmp_path_factory):
         cv2.imwrite(str(root / "images" / file_name), image)
         images.append({"id": i + 1, "file_name": file_name})
         for x0, y0, x1, y1 in faces:
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0,
-                         "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0)})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i + 1,
+                    "category_id": 1,
+                    "iscrowd": 0,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                }
+            )
     coco = root / "annotations.json"
     coco.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "face"}]}))
     made = make_eval_bag(root / "images", root / "sample.bag", TOPIC, coco, rate_hz=5.0)
     assert made["frames"] == 5 and made["labelled"] == 5
-    make_eval_bag(root / "images", root / "compressed.bag", TOPIC + "/compressed", coco, rate_hz=5.0,
-                  gt_json=root / "compressed.gt.json", compressed="png")
+    make_eval_bag(
+        root / "images",
+        root / "compressed.bag",
+        TOPIC + "/compressed",
+        coco,
+        rate_hz=5.0,
+        gt_json=root / "compressed.gt.json",
+        compressed="png",
+    )
     # Rough person class maps (the face box widened to the shoulders and down to the bottom):
     # enough for live and offline to be compared on the same truth, not an accuracy claim.
     (root / "class_maps").mkdir()
     for entry, (_, _, faces) in zip(images, frames):
         class_map = np.zeros(cv2.imread(str(root / "images" / entry["file_name"])).shape[:2], np.uint8)
         for x0, y0, x1, _ in faces:
-            class_map[int(y0):, max(0, int(x0) - 80):int(x1) + 80] = 1
+            class_map[int(y0) :, max(0, int(x0) - 80) : int(x1) + 80] = 1
         cv2.imwrite(str(root / "class_maps" / (entry["file_name"][:-4] + ".png")), class_map)
-    made_seg = make_eval_bag(root / "images", root / "segmentation.bag", TOPIC, rate_hz=5.0, gt_topic=None,
-                             class_maps=root / "class_maps")
+    made_seg = make_eval_bag(
+        root / "images", root / "segmentation.bag", TOPIC, rate_hz=5.0, gt_topic=None, class_maps=root / "class_maps"
+    )
     assert made_seg["class_maps"] == 5
     return root / "sample.bag", Path(made["ground_truth"])
 
 
 def comparable(report):
     """Headline metrics that do not depend on timing."""
-    return {k: v for k, v in headline_metrics(report).items()
-            if k not in ("fps", "dropped_fraction") and not k.startswith("latency")}
+    return {
+        k: v
+        for k, v in headline_metrics(report).items()
+        if k not in ("fps", "dropped_fraction") and not k.startswith("latency")
+    }
 
 
 def test_offline_face_model_finds_the_annotated_faces(sample):
@@ -85,12 +109,12 @@ def test_offline_face_model_finds_the_annotated_faces(sample):
     assert metrics["precision"] == 1.0 and metrics["recall"] == 1.0  # no face on the other photos
     assert report["frames"]["evaluated"] == 5
     # Batches of 4 (a full and a partial one) score exactly like frame-by-frame prediction.
-    single = evaluate_bag(bag, TOPIC, GroundTruthSource(coco_json=gt), detector=detector, batch_size=1,
-                          progress=False)
+    single = evaluate_bag(bag, TOPIC, GroundTruthSource(coco_json=gt), detector=detector, batch_size=1, progress=False)
     assert headline_metrics(single)["mAP"] == metrics["mAP"]
     # In-bag ground truth (DetectionArray topic written by make_eval_bag) gives the same scores.
-    in_bag = evaluate_bag(bag, TOPIC, GroundTruthSource(detections_topic="/ground_truth/detections"),
-                          detector=detector, progress=False)
+    in_bag = evaluate_bag(
+        bag, TOPIC, GroundTruthSource(detections_topic="/ground_truth/detections"), detector=detector, progress=False
+    )
     assert comparable(in_bag) == comparable(report)
 
 
@@ -122,8 +146,9 @@ def test_live_agrees_with_offline_and_reports_latency(sample, tmp_path, transpor
     detector = Detector.from_spec("face")
     detector.options.max_detections = yaml.safe_load(DETECTOR_PARAMS.read_text())["detector"]["max_detections"]
     with BagReader(bag) as reader:
-        offline_predictions = {f.stamp_ns: (detector(f.image), None) for f in reader.frames(topic)
-                               if f.stamp_ns in answered}
+        offline_predictions = {
+            f.stamp_ns: (detector(f.image), None) for f in reader.frames(topic) if f.stamp_ns in answered
+        }
     offline = evaluate_bag(bag, topic, truth, recorded=offline_predictions, progress=False)
     assert comparable(live) == pytest.approx(comparable(offline))
     assert live["detection"]["confusion"]["matrix"] == offline["detection"]["confusion"]["matrix"]
@@ -145,9 +170,9 @@ def test_live_segmentation_agrees_with_offline(sample, tmp_path):
     answered = {int(s) for s in timing["outputs"]["/eval_vision/class_map"]}
     segmenter = Segmenter.from_spec("person_segmentation")
     with BagReader(bag) as reader:
-        offline_predictions = {f.stamp_ns: (None, segmenter(f.image)) for f in reader.frames(TOPIC)
-                               if f.stamp_ns in answered}
-    offline = evaluate_bag(bag, TOPIC, truth, recorded=offline_predictions, seg_labels=segmenter.labels,
-                           progress=False)
+        offline_predictions = {
+            f.stamp_ns: (None, segmenter(f.image)) for f in reader.frames(TOPIC) if f.stamp_ns in answered
+        }
+    offline = evaluate_bag(bag, TOPIC, truth, recorded=offline_predictions, seg_labels=segmenter.labels, progress=False)
     assert live["segmentation"]["confusion"] == offline["segmentation"]["confusion"]
     assert comparable(live) == pytest.approx(comparable(offline))

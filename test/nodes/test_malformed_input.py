@@ -81,8 +81,9 @@ class MalformedInputTest(unittest.TestCase):
         self.assertIsNotNone(answer, "%s did not answer the good frame after the bad ones" % node)
         self.assertEqual(len(answer.detections), 1)
         bad_stamps = {m.header.stamp for m in bad_frames}
-        self.assertFalse(any(m.header.stamp in bad_stamps for _, m in detections.snapshot()),
-                         "a bad frame produced an output")
+        self.assertFalse(
+            any(m.header.stamp in bad_stamps for _, m in detections.snapshot()), "a bad frame produced an output"
+        )
         counters = frame_counters(self.diagnostics, node.lstrip("/"))
         self.assertGreater(int(counters.get("errors", 0)), 0, counters)
         self.assertIn("bad frames", counters["_message"])

@@ -82,8 +82,11 @@ class OverloadTest(unittest.TestCase):
             time.sleep(max(0.0, next_time - time.monotonic()))
         time.sleep(max(1.0, 5 * round_trip))  # let the last frame through
 
-        outputs = [(received, msg.header.stamp.to_sec()) for received, msg in self.outputs.snapshot()
-                   if msg.header.stamp >= first_stamp]
+        outputs = [
+            (received, msg.header.stamp.to_sec())
+            for received, msg in self.outputs.snapshot()
+            if msg.header.stamp >= first_stamp
+        ]
         latencies = np.array([received - stamp for received, stamp in outputs])
         counters = frame_counters(self.diagnostics, self.node.lstrip("/"))
         skipped = int(counters["skipped"]) - skipped_before
@@ -104,10 +107,23 @@ class OverloadTest(unittest.TestCase):
             "sent %d frames at %.1f Hz for %.0f s, "
             "%d answered, %d skipped; latency median %.1f ms, p90 %.1f ms, max %.1f ms; first-10%% median %.1f ms, "
             "last-10%% median %.1f ms; latency growth %.4f s/s"
-            % (1000 * processing, 1000 * min(frame_times), 1000 * max(frame_times), 1000 * round_trip, sent,
-               1.0 / period, self.duration, len(latencies), skipped, 1000 * np.median(latencies),
-               1000 * np.percentile(latencies, 90), 1000 * latencies.max(), 1000 * np.median(latencies[:tenth]),
-               1000 * np.median(latencies[-tenth:]), growth)
+            % (
+                1000 * processing,
+                1000 * min(frame_times),
+                1000 * max(frame_times),
+                1000 * round_trip,
+                sent,
+                1.0 / period,
+                self.duration,
+                len(latencies),
+                skipped,
+                1000 * np.median(latencies),
+                1000 * np.percentile(latencies, 90),
+                1000 * latencies.max(),
+                1000 * np.median(latencies[:tenth]),
+                1000 * np.median(latencies[-tenth:]),
+                growth,
+            )
         )
         print("OVERLOAD: " + report, flush=True)
         rospy.loginfo("OVERLOAD: %s", report)

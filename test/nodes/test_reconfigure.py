@@ -72,8 +72,9 @@ class ReconfigureTest(unittest.TestCase):
         self._set(class_filter="")
         self._set(enabled=False)
         stamp = self.camera.publish(self.message)
-        self.assertIsNone(self.detections.wait_for(lambda m: m.header.stamp == stamp, timeout=2.0),
-                          "a disabled detector answered")
+        self.assertIsNone(
+            self.detections.wait_for(lambda m: m.header.stamp == stamp, timeout=2.0), "a disabled detector answered"
+        )
         self._set(enabled=True)
         self.assertEqual(len(self._faces()), 1)
 

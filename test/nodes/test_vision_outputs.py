@@ -90,8 +90,12 @@ class VisionOutputsTest(unittest.TestCase):
     def test_frame_without_faces_yields_an_empty_array(self) -> None:
         for name in ("coffee", "rocket"):
             _, answer = self._answer(name)
-            self.assertEqual(answer.detections, [], "%s: expected no face, found %s" % (
-                name, [(d.class_name, round(d.score, 2)) for d in answer.detections]))
+            self.assertEqual(
+                answer.detections,
+                [],
+                "%s: expected no face, found %s"
+                % (name, [(d.class_name, round(d.score, 2)) for d in answer.detections]),
+            )
             self.assertEqual(answer.header.frame_id, "test_camera_optical")
 
     def test_label_table_is_latched_with_names(self) -> None:

@@ -159,8 +159,11 @@ def frame_counters(diagnostics: Collector, node_name: str, timeout: float = 10.0
                 continue
             for status in msg.status:
                 if node_name in status.name and status.name.endswith("frames"):
-                    return {"_received_at": str(received_at), "_message": status.message,
-                            **{kv.key: kv.value for kv in status.values}}
+                    return {
+                        "_received_at": str(received_at),
+                        "_message": status.message,
+                        **{kv.key: kv.value for kv in status.values},
+                    }
         return None
 
     while time.monotonic() < deadline:

@@ -20,7 +20,7 @@ def image_folder(path, count):
     path.mkdir()
     for i in range(count):
         image = np.zeros((30, 40, 3), np.uint8)
-        image[5:15, 10 + i:20 + i] = 255
+        image[5:15, 10 + i : 20 + i] = 255
         cv2.imwrite(str(path / ("img_%02d.png" % i)), image)
     return path
 
@@ -28,10 +28,13 @@ def image_folder(path, count):
 def test_make_eval_bag_keys_annotations_to_stamps_and_writes_truth_topic(tmp_path):
     images = image_folder(tmp_path / "images", 3)
     polygon = [[10, 5, 20, 5, 20, 15, 10, 15]]
-    coco = {"images": [{"id": 7, "file_name": "img_00.png"}, {"id": 8, "file_name": "img_02.png"}],
-            "annotations": [{"id": 1, "image_id": 7, "category_id": 1, "bbox": [10, 5, 10, 10], "iscrowd": 0,
-                             "segmentation": polygon}],
-            "categories": [{"id": 1, "name": "square"}]}
+    coco = {
+        "images": [{"id": 7, "file_name": "img_00.png"}, {"id": 8, "file_name": "img_02.png"}],
+        "annotations": [
+            {"id": 1, "image_id": 7, "category_id": 1, "bbox": [10, 5, 10, 10], "iscrowd": 0, "segmentation": polygon}
+        ],
+        "categories": [{"id": 1, "name": "square"}],
+    }
     (tmp_path / "ann.json").write_text(json.dumps(coco))
     result = make_eval_bag(images, tmp_path / "e.bag", "/cam", tmp_path / "ann.json", rate_hz=4.0, start_ns=10**9)
     assert (result["frames"], result["labelled"]) == (3, 2)
@@ -50,16 +53,21 @@ def test_make_eval_bag_keys_annotations_to_stamps_and_writes_truth_topic(tmp_pat
 
 def test_make_eval_bag_rejects_annotations_matching_no_image(tmp_path):
     images = image_folder(tmp_path / "images", 1)
-    (tmp_path / "ann.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "other.png"}],
-                                                   "annotations": [], "categories": []}))
+    (tmp_path / "ann.json").write_text(
+        json.dumps({"images": [{"id": 1, "file_name": "other.png"}], "annotations": [], "categories": []})
+    )
     with pytest.raises(EvaluationError, match="none of its images matches a frame"):
         make_eval_bag(images, tmp_path / "e.bag", annotations=tmp_path / "ann.json")
 
 
 def test_export_frames_gives_a_skeleton_that_keys_back_to_the_bag(tmp_path):
     make_eval_bag(image_folder(tmp_path / "images", 4), tmp_path / "e.bag", "/cam", start_ns=5 * 10**9)
-    assert export_bag_frames_main([str(tmp_path / "e.bag"), str(tmp_path / "out"), "--topic", "/cam",
-                                   "--every", "2", "--classes", "square"]) == 0
+    assert (
+        export_bag_frames_main(
+            [str(tmp_path / "e.bag"), str(tmp_path / "out"), "--topic", "/cam", "--every", "2", "--classes", "square"]
+        )
+        == 0
+    )
     skeleton = json.loads((tmp_path / "out" / "annotations.json").read_text())
     assert [i["frame_index"] for i in skeleton["images"]] == [0, 2]
     assert skeleton["categories"] == [{"id": 1, "name": "square"}]
@@ -70,21 +78,42 @@ def test_export_frames_gives_a_skeleton_that_keys_back_to_the_bag(tmp_path):
 
 
 def _report(m_ap):
-    return {"detection": {"bbox": {"mAP": m_ap, "AP50": 0.9, "AP75": 0.5, "AR100": 0.7, "per_class_ap": {"face": m_ap},
-                                   "per_class_ap50": {"face": 0.9}, "pr_curve_iou50": {}},
-                          "confusion": {"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "labels": ["face", "background"],
-                                        "matrix": [[1, 1], [0, 0]], "score_threshold": 0.5, "iou_threshold": 0.5,
-                                        "per_class": {}}}}
+    return {
+        "detection": {
+            "bbox": {
+                "mAP": m_ap,
+                "AP50": 0.9,
+                "AP75": 0.5,
+                "AR100": 0.7,
+                "per_class_ap": {"face": m_ap},
+                "per_class_ap50": {"face": 0.9},
+                "pr_curve_iou50": {},
+            },
+            "confusion": {
+                "precision": 1.0,
+                "recall": 0.5,
+                "f1": 2 / 3,
+                "labels": ["face", "background"],
+                "matrix": [[1, 1], [0, 0]],
+                "score_threshold": 0.5,
+                "iou_threshold": 0.5,
+                "per_class": {},
+            },
+        }
+    }
 
 
-@pytest.mark.parametrize("args, status", [
-    ([], 0),
-    (["--fail-under", "mAP=0.5"], 0),
-    (["--fail-under", "mAP=0.7"], 1),
-    (["--max-drop", "mAP=0.05"], 1),
-    (["--max-drop", "mAP=0.2"], 0),
-    (["--fail-under", "nonsense"], 2),
-])
+@pytest.mark.parametrize(
+    "args, status",
+    [
+        ([], 0),
+        (["--fail-under", "mAP=0.5"], 0),
+        (["--fail-under", "mAP=0.7"], 1),
+        (["--max-drop", "mAP=0.05"], 1),
+        (["--max-drop", "mAP=0.2"], 0),
+        (["--fail-under", "nonsense"], 2),
+    ],
+)
 def test_compare_reports_exit_status(tmp_path, capsys, args, status):
     write_report(_report(0.7), tmp_path / "base")
     write_report(_report(0.6), tmp_path / "cand")
@@ -94,8 +123,18 @@ def test_compare_reports_exit_status(tmp_path, capsys, args, status):
 
 
 def test_evaluate_reports_a_user_error_in_one_line(tmp_path, capsys):
-    status = evaluate_main(["offline", "--bag", str(tmp_path / "missing.bag"), "--gt-topic", "/gt",
-                            "--out", str(tmp_path / "out"), "--no-progress"])
+    status = evaluate_main(
+        [
+            "offline",
+            "--bag",
+            str(tmp_path / "missing.bag"),
+            "--gt-topic",
+            "/gt",
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ]
+    )
     assert status == 2
     assert capsys.readouterr().err.strip().startswith("error: bag: expected a ROS 1 bag file at")
 
@@ -109,7 +148,7 @@ def test_make_eval_bag_writes_class_maps_named_like_the_images(tmp_path):
     result = make_eval_bag(images, tmp_path / "e.bag", "/cam", class_maps=tmp_path / "maps", start_ns=10**9)
     assert result["class_maps"] == 1
     with BagReader(tmp_path / "e.bag") as reader:
-        (_, _, msg), = list(reader.messages(["/ground_truth/class_map"]))
+        ((_, _, msg),) = list(reader.messages(["/ground_truth/class_map"]))
     assert msg.header.stamp.nanosec == 100_000_000
     np.testing.assert_array_equal(class_map_from_image(msg), class_map)
     cv2.imwrite(str(tmp_path / "maps" / "img_00.png"), np.zeros((3, 3), np.uint8))

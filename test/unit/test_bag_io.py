@@ -39,7 +39,7 @@ def test_images_detections_and_class_maps_round_trip(tmp_path):
         np.testing.assert_allclose(got[0].xyxy, dets.xyxy)
         assert got[0].class_names == ["face"] and got[0].score[0] == pytest.approx(0.75)
         np.testing.assert_array_equal(got[0].masks, mask)
-        (_, _, cmap), = list(reader.messages(["/classes"]))
+        ((_, _, cmap),) = list(reader.messages(["/classes"]))
         assert class_map_from_image(cmap)[1, 0] == 16 % 3
 
 
@@ -67,10 +67,13 @@ def test_padded_rows_rgb8_are_honoured_and_short_data_rejected():
         image_to_bgr(Msg)
 
 
-@pytest.mark.parametrize("topic, message", [
-    ("/missing", "expected topic /missing, found only: /cam"),
-    ("/gt", "should carry sensor_msgs/msg/Image or sensor_msgs/msg/CompressedImage"),
-])
+@pytest.mark.parametrize(
+    "topic, message",
+    [
+        ("/missing", "expected topic /missing, found only: /cam"),
+        ("/gt", "should carry sensor_msgs/msg/Image or sensor_msgs/msg/CompressedImage"),
+    ],
+)
 def test_wrong_topics_raise_naming_what_exists(tmp_path, topic, message):
     bag = tmp_path / "t.bag"
     with BagWriter(bag) as writer:

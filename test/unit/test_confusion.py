@@ -34,9 +34,11 @@ def test_planted_confusion_appears_off_diagonal():
     acc.add(np.array([A]), [1], np.array([B, A]), [1, 0], [0.8, 0.1])
     res = acc.result()
     #              pred: cat dog bg
-    assert res["matrix"] == [[1, 0, 0],   # gt cat
-                             [1, 0, 1],   # gt dog
-                             [0, 1, 0]]   # background
+    assert res["matrix"] == [
+        [1, 0, 0],  # gt cat
+        [1, 0, 1],  # gt dog
+        [0, 1, 0],
+    ]  # background
     assert res["labels"] == ["cat", "dog", "background"]
     cat, dog = res["per_class"]["cat"], res["per_class"]["dog"]
     assert (cat["precision"], cat["recall"], cat["f1"]) == (0.5, 1.0, pytest.approx(2 / 3))

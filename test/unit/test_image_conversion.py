@@ -33,8 +33,12 @@ def _raw(pixels: np.ndarray, encoding: str, pad: int = 0, bigendian: bool = Fals
     rows = pixels.reshape(height, -1).view(np.uint8)
     padded = np.concatenate([rows, np.full((height, pad), 0xAB, np.uint8)], axis=1)
     return Image(
-        height=height, width=width, encoding=encoding, is_bigendian=int(bigendian),
-        step=padded.shape[1], data=padded.tobytes(),
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=int(bigendian),
+        step=padded.shape[1],
+        data=padded.tobytes(),
     )
 
 

@@ -51,8 +51,16 @@ def coco_json(path, frames, boxes_per_frame, key="stamp", categories=("face", "h
         images.append(image)
         for box, cat in boxes_per_frame[i]:
             x0, y0, x1, y1 = box
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": cat + 1, "iscrowd": 0,
-                         "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0)})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i + 1,
+                    "category_id": cat + 1,
+                    "iscrowd": 0,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                }
+            )
     cats = [{"id": i + 1, "name": n} for i, n in enumerate(categories)]
     path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
     return path
@@ -115,8 +123,14 @@ def test_segmentation_truth_topics_give_iou_by_hand(tmp_path):
     bag = tmp_path / "b.bag"
     write_bag(bag, 3, seg_truth=[gt] * 3, seg_preds=[pred] * 3)
     recorded = load_recorded(bag, class_map_topic="/pred_classes", labels={0: "background", 1: "person"})
-    report = evaluate_bag(bag, "/cam", GroundTruthSource(class_map_topic="/gt_classes"), recorded=recorded,
-                          seg_labels={0: "background", 1: "person"}, progress=False)
+    report = evaluate_bag(
+        bag,
+        "/cam",
+        GroundTruthSource(class_map_topic="/gt_classes"),
+        recorded=recorded,
+        seg_labels={0: "background", 1: "person"},
+        progress=False,
+    )
     seg = report["segmentation"]
     assert seg["per_class_iou"] == pytest.approx({"person": 0.5, "background": 80 / 120})
     assert seg["pixel_accuracy"] == pytest.approx(0.75)
@@ -133,12 +147,15 @@ def test_frames_without_prediction_are_counted_not_scored(tmp_path):
     assert report["frames"]["without_prediction"] == 1 and report["frames"]["evaluated"] == 3
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing_topic", "expected topic /cam, found only"),
-    ("empty_bag", "found an empty bag"),
-    ("gt_matches_nothing", "none of its 2 images matches a frame"),
-    ("no_truth_objects", "hold no ground-truth object"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing_topic", "expected topic /cam, found only"),
+        ("empty_bag", "found an empty bag"),
+        ("gt_matches_nothing", "none of its 2 images matches a frame"),
+        ("no_truth_objects", "hold no ground-truth object"),
+    ],
+)
 def test_unusable_inputs_raise_clear_errors(tmp_path, case, message):
     bag = tmp_path / "b.bag"
     gt = coco_json(tmp_path / "gt.json", 2, [[(BOX[0].tolist(), 0)]] * 2)
@@ -195,7 +212,7 @@ def test_mask_map_scores_instance_masks_separately_from_boxes(tmp_path):
     true_mask = np.zeros((1, 120, 160), bool)
     true_mask[0, y0:y1, x0:x1] = True
     half_mask = np.zeros_like(true_mask)
-    half_mask[0, y0:y1, x0:(x0 + x1) // 2] = True
+    half_mask[0, y0:y1, x0 : (x0 + x1) // 2] = True
     truth = Detections(BOX, [1.0], [0], LABELS, masks=true_mask)
     pred = Detections(BOX, [0.9], [0], LABELS, masks=half_mask)
     bag = tmp_path / "b.bag"

@@ -8,8 +8,7 @@ import pytest
 from dl_vision.errors import EvaluationError
 from dl_vision.evaluation.segmentation_metrics import SegmentationAccumulator
 
-GT = np.array([[0, 0, 1, 1],
-               [0, 0, 1, 1]], np.uint8)
+GT = np.array([[0, 0, 1, 1], [0, 0, 1, 1]], np.uint8)
 
 
 @pytest.mark.parametrize(
@@ -33,7 +32,7 @@ def test_one_frame_table(pred, per_class, miou, acc):
 
 def test_accumulates_pixels_over_frames_not_mean_of_frames():
     seg = SegmentationAccumulator(2)
-    seg.add(GT, GT)                       # 4 bg + 4 person right
+    seg.add(GT, GT)  # 4 bg + 4 person right
     seg.add(np.ones((1, 8), np.uint8), np.zeros((1, 8), np.uint8))  # 8 person pixels missed
     res = seg.result()
     # bg: tp 4, union 4 + 8 = 12; person: tp 4, union 4 + 8 = 12

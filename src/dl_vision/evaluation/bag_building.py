@@ -55,10 +55,20 @@ def read_source(source) -> Iterator[Tuple[str, np.ndarray]]:
         raise EvaluationError("video %s: no frame could be decoded" % path)
 
 
-def make_eval_bag(source, bag, topic: str = "/camera/image_raw", annotations=None, rate_hz: float = 10.0,
-                  start_ns: int = DEFAULT_START_NS, gt_topic: Optional[str] = "/ground_truth/detections",
-                  gt_json=None, compressed: Optional[str] = None, frame_id: str = "camera", class_maps=None,
-                  class_map_topic: str = "/ground_truth/class_map") -> Dict[str, object]:
+def make_eval_bag(
+    source,
+    bag,
+    topic: str = "/camera/image_raw",
+    annotations=None,
+    rate_hz: float = 10.0,
+    start_ns: int = DEFAULT_START_NS,
+    gt_topic: Optional[str] = "/ground_truth/detections",
+    gt_json=None,
+    compressed: Optional[str] = None,
+    frame_id: str = "camera",
+    class_maps=None,
+    class_map_topic: str = "/ground_truth/class_map",
+) -> Dict[str, object]:
     """Write an evaluation bag from images or a video.
 
     Args:
@@ -105,28 +115,43 @@ def make_eval_bag(source, bag, topic: str = "/camera/image_raw", annotations=Non
             if map_path is not None and map_path.is_file():
                 class_map = cv2.imread(str(map_path), cv2.IMREAD_UNCHANGED)
                 if class_map is None or class_map.shape != image.shape[:2]:
-                    raise EvaluationError("class map %s: expected a %dx%d single-channel PNG, found %s"
-                                          % (map_path, image.shape[1], image.shape[0],
-                                             None if class_map is None else class_map.shape))
+                    raise EvaluationError(
+                        "class map %s: expected a %dx%d single-channel PNG, found %s"
+                        % (map_path, image.shape[1], image.shape[0], None if class_map is None else class_map.shape)
+                    )
                 writer.write_class_map(class_map_topic, stamp, class_map.astype(np.uint8), frame_id=frame_id)
                 maps += 1
             entry = by_name.get(name) or by_index.get(index)
             if entry is None:
                 continue
             height, width = image.shape[:2]
-            out_images.append(dict(entry, ros_stamp_ns=stamp, ros_topic=topic, frame_index=index,
-                                   width=width, height=height))
+            out_images.append(
+                dict(entry, ros_stamp_ns=stamp, ros_topic=topic, frame_index=index, width=width, height=height)
+            )
             if gt_topic:
-                writer.write_detections(gt_topic, stamp, _coco_detections(anns.get(int(entry["id"]), []), labels,
-                                                                          height, width),
-                                        width, height, model="ground_truth", frame_id=frame_id)
+                writer.write_detections(
+                    gt_topic,
+                    stamp,
+                    _coco_detections(anns.get(int(entry["id"]), []), labels, height, width),
+                    width,
+                    height,
+                    model="ground_truth",
+                    frame_id=frame_id,
+                )
     if coco and not out_images:
-        raise EvaluationError("annotations %s: none of its images matches a frame of %s by file_name or frame_index"
-                              % (annotations, source))
+        raise EvaluationError(
+            "annotations %s: none of its images matches a frame of %s by file_name or frame_index"
+            % (annotations, source)
+        )
     if class_maps and not maps:
         raise EvaluationError("class maps: expected <image stem>.png files in %s, found none matching" % class_maps)
-    result: Dict[str, object] = {"frames": count, "labelled": len(out_images), "class_maps": maps, "bag": str(bag),
-                                 "ground_truth": None}
+    result: Dict[str, object] = {
+        "frames": count,
+        "labelled": len(out_images),
+        "class_maps": maps,
+        "bag": str(bag),
+        "ground_truth": None,
+    }
     if coco:
         gt_path = Path(gt_json) if gt_json else Path(bag).with_suffix(".gt.json")
         gt_path.write_text(json.dumps(dict(coco, images=out_images), indent=1))
@@ -153,12 +178,12 @@ def _coco_detections(anns: Sequence[dict], labels: Dict[int, str], height: int, 
     masks = None
     if all(a.get("segmentation") for a in anns):
         masks = np.stack([annotation_mask(a["segmentation"], height, width) for a in anns])
-    return Detections(boxes, np.ones(len(anns), np.float32), [int(a["category_id"]) - 1 for a in anns],
-                      labels, masks=masks)
+    return Detections(
+        boxes, np.ones(len(anns), np.float32), [int(a["category_id"]) - 1 for a in anns], labels, masks=masks
+    )
 
 
-def export_bag_frames(bag, topic: str, out_dir, every: int = 1,
-                      class_names: Sequence[str] = ()) -> Dict[str, object]:
+def export_bag_frames(bag, topic: str, out_dir, every: int = 1, class_names: Sequence[str] = ()) -> Dict[str, object]:
     """Write every ``every``-th frame of ``topic`` as PNG plus a COCO skeleton ``annotations.json``.
 
     The skeleton's images carry ``ros_topic``, ``ros_stamp_ns`` and ``frame_index``, so once
@@ -179,10 +204,22 @@ def export_bag_frames(bag, topic: str, out_dir, every: int = 1,
             name = "frame_%06d.png" % frame.index
             cv2.imwrite(str(out / name), frame.image)
             height, width = frame.image.shape[:2]
-            images.append({"id": len(images) + 1, "file_name": name, "width": width, "height": height,
-                           "ros_topic": topic, "ros_stamp_ns": frame.stamp_ns, "frame_index": frame.index})
-    skeleton = {"images": images, "annotations": [],
-                "categories": [{"id": i + 1, "name": n} for i, n in enumerate(class_names)]}
+            images.append(
+                {
+                    "id": len(images) + 1,
+                    "file_name": name,
+                    "width": width,
+                    "height": height,
+                    "ros_topic": topic,
+                    "ros_stamp_ns": frame.stamp_ns,
+                    "frame_index": frame.index,
+                }
+            )
+    skeleton = {
+        "images": images,
+        "annotations": [],
+        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(class_names)],
+    }
     path = out / "annotations.json"
     path.write_text(json.dumps(skeleton, indent=1))
     return {"frames": len(images), "annotations": str(path)}

@@ -74,8 +74,10 @@ def message_dir() -> Path:
     for path in candidates:
         if (path / "DetectionArray.msg").is_file():
             return path
-    raise EvaluationError("message definitions: expected DetectionArray.msg in one of %s, found none"
-                          % ", ".join(str(p) for p in candidates))
+    raise EvaluationError(
+        "message definitions: expected DetectionArray.msg in one of %s, found none"
+        % ", ".join(str(p) for p in candidates)
+    )
 
 
 def make_typestore():
@@ -112,8 +114,9 @@ def image_to_bgr(msg) -> np.ndarray:
     if hasattr(msg, "format"):
         image = cv2.imdecode(data, cv2.IMREAD_COLOR)
         if image is None:
-            raise ImageConversionError("CompressedImage: OpenCV could not decode %d bytes of format %r"
-                                       % (data.size, msg.format))
+            raise ImageConversionError(
+                "CompressedImage: OpenCV could not decode %d bytes of format %r" % (data.size, msg.format)
+            )
         return image
     if msg.encoding not in _ENCODINGS:
         raise ImageConversionError("Image: expected encoding in %s, found %r" % (sorted(_ENCODINGS), msg.encoding))
@@ -121,8 +124,10 @@ def image_to_bgr(msg) -> np.ndarray:
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     itemsize = np.dtype(dtype).itemsize
     if data.size != step * height or step < width * channels * itemsize:
-        raise ImageConversionError("Image %dx%d %s: expected %d data bytes (step %d), found %d"
-                                   % (width, height, msg.encoding, step * height, step, data.size))
+        raise ImageConversionError(
+            "Image %dx%d %s: expected %d data bytes (step %d), found %d"
+            % (width, height, msg.encoding, step * height, step, data.size)
+        )
     rows = data.reshape(height, step)[:, : width * channels * itemsize]
     pixels = rows.view(np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")) if itemsize > 1 else rows
     pixels = pixels.reshape(height, width, channels)
@@ -140,8 +145,9 @@ def class_map_from_image(msg) -> np.ndarray:
     data = _data_bytes(msg)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if data.size != step * height or step < width:
-        raise ImageConversionError("class map %dx%d: expected %d data bytes, found %d"
-                                   % (width, height, step * height, data.size))
+        raise ImageConversionError(
+            "class map %dx%d: expected %d data bytes, found %d" % (width, height, step * height, data.size)
+        )
     return data.reshape(height, step)[:, :width].copy()
 
 
@@ -164,7 +170,7 @@ def detections_from_message(msg, labels: Optional[LabelTable] = None) -> Detecti
         for i, d in enumerate(dets):
             crop = class_map_from_image(d.mask) > 0
             x, y = int(d.mask_x), int(d.mask_y)
-            masks[i, y:y + crop.shape[0], x:x + crop.shape[1]] = crop[: masks.shape[1] - y, : masks.shape[2] - x]
+            masks[i, y : y + crop.shape[0], x : x + crop.shape[1]] = crop[: masks.shape[1] - y, : masks.shape[2] - x]
     return Detections(xyxy, [d.score for d in dets], [d.class_id for d in dets], table, masks=masks)
 
 
@@ -192,8 +198,10 @@ class BagReader:
             try:
                 self._store.register(get_types_from_msg(conn.msgdef, conn.msgtype))
             except TypesysError as err:
-                raise EvaluationError("bag %s: message definition of %s on %s is unusable (%s)"
-                                      % (self.path, conn.msgtype, conn.topic, err)) from err
+                raise EvaluationError(
+                    "bag %s: message definition of %s on %s is unusable (%s)"
+                    % (self.path, conn.msgtype, conn.topic, err)
+                ) from err
 
     def __enter__(self) -> "BagReader":
         return self
@@ -223,8 +231,9 @@ class BagReader:
             raise EvaluationError("bag %s: expected topic %s, found only: %s" % (self.path, topic, listing))
         msgtype, count = topics[topic]
         if msgtype not in allowed_types:
-            raise EvaluationError("bag %s: topic %s should carry %s, found %s"
-                                  % (self.path, topic, " or ".join(allowed_types), msgtype))
+            raise EvaluationError(
+                "bag %s: topic %s should carry %s, found %s" % (self.path, topic, " or ".join(allowed_types), msgtype)
+            )
         if count == 0:
             raise EvaluationError("bag %s: topic %s has no messages" % (self.path, topic))
         return msgtype
@@ -294,11 +303,19 @@ class BagWriter:
     def _image_msg(self, header, array: np.ndarray, encoding: str):
         array = np.ascontiguousarray(array)
         height, width = array.shape[:2]
-        return self.store.types[IMAGE](header, height, width, encoding, 0, array.nbytes // max(height, 1),
-                                       array.reshape(-1).view(np.uint8))
+        return self.store.types[IMAGE](
+            header, height, width, encoding, 0, array.nbytes // max(height, 1), array.reshape(-1).view(np.uint8)
+        )
 
-    def write_image(self, topic: str, stamp_ns: int, image_bgr: np.ndarray, frame_id: str = "camera",
-                    compressed: Optional[str] = None, bag_time_ns: Optional[int] = None) -> None:
+    def write_image(
+        self,
+        topic: str,
+        stamp_ns: int,
+        image_bgr: np.ndarray,
+        frame_id: str = "camera",
+        compressed: Optional[str] = None,
+        bag_time_ns: Optional[int] = None,
+    ) -> None:
         """Write an (H, W, 3) uint8 BGR image as ``Image`` (bgr8) or ``CompressedImage`` (``"jpeg"``/``"png"``)."""
         header = self.header(topic, stamp_ns, frame_id)
         bag_time = stamp_ns if bag_time_ns is None else bag_time_ns
@@ -311,33 +328,65 @@ class BagWriter:
         else:
             self.write(topic, IMAGE, self._image_msg(header, image_bgr, "bgr8"), bag_time)
 
-    def write_class_map(self, topic: str, stamp_ns: int, class_map: np.ndarray, frame_id: str = "camera",
-                        bag_time_ns: Optional[int] = None) -> None:
+    def write_class_map(
+        self,
+        topic: str,
+        stamp_ns: int,
+        class_map: np.ndarray,
+        frame_id: str = "camera",
+        bag_time_ns: Optional[int] = None,
+    ) -> None:
         """Write an (H, W) uint8 class-id map as a mono8 ``Image``."""
         header = self.header(topic, stamp_ns, frame_id)
         msg = self._image_msg(header, np.asarray(class_map, np.uint8), "mono8")
         self.write(topic, IMAGE, msg, stamp_ns if bag_time_ns is None else bag_time_ns)
 
-    def write_detections(self, topic: str, stamp_ns: int, dets: Detections, width: int, height: int,
-                         model: str = "", frame_id: str = "camera", bag_time_ns: Optional[int] = None) -> None:
+    def write_detections(
+        self,
+        topic: str,
+        stamp_ns: int,
+        dets: Detections,
+        width: int,
+        height: int,
+        model: str = "",
+        frame_id: str = "camera",
+        bag_time_ns: Optional[int] = None,
+    ) -> None:
         """Write :class:`Detections` as a ``dl_vision/DetectionArray`` (masks cropped to their extent)."""
         types = self.store.types
         items = []
         for i in range(len(dets)):
             mask_x = mask_y = 0
-            mask = self._image_msg(types["std_msgs/msg/Header"](0, types["builtin_interfaces/msg/Time"](0, 0), ""),
-                                   np.zeros((0, 0), np.uint8), "mono8")
+            mask = self._image_msg(
+                types["std_msgs/msg/Header"](0, types["builtin_interfaces/msg/Time"](0, 0), ""),
+                np.zeros((0, 0), np.uint8),
+                "mono8",
+            )
             if dets.masks is not None and dets.masks[i].any():
                 ys, xs = np.nonzero(dets.masks[i])
                 mask_x, mask_y = int(xs.min()), int(ys.min())
-                crop = dets.masks[i][mask_y:ys.max() + 1, mask_x:xs.max() + 1]
-                mask = self._image_msg(self.header(topic + "/mask", stamp_ns, frame_id),
-                                       crop.astype(np.uint8) * 255, "mono8")
-            keypoints = (np.zeros(0, np.float32) if dets.keypoints is None
-                         else dets.keypoints[i].reshape(-1).astype(np.float32))
+                crop = dets.masks[i][mask_y : ys.max() + 1, mask_x : xs.max() + 1]
+                mask = self._image_msg(
+                    self.header(topic + "/mask", stamp_ns, frame_id), crop.astype(np.uint8) * 255, "mono8"
+                )
+            keypoints = (
+                np.zeros(0, np.float32) if dets.keypoints is None else dets.keypoints[i].reshape(-1).astype(np.float32)
+            )
             x0, y0, x1, y1 = (float(v) for v in dets.xyxy[i])
-            items.append(types["dl_vision/msg/Detection"](
-                int(dets.class_id[i]), dets.class_names[i], float(dets.score[i]), x0, y0, x1, y1,
-                keypoints, mask_x, mask_y, mask))
+            items.append(
+                types["dl_vision/msg/Detection"](
+                    int(dets.class_id[i]),
+                    dets.class_names[i],
+                    float(dets.score[i]),
+                    x0,
+                    y0,
+                    x1,
+                    y1,
+                    keypoints,
+                    mask_x,
+                    mask_y,
+                    mask,
+                )
+            )
         msg = types[DETECTION_ARRAY](self.header(topic, stamp_ns, frame_id), int(width), int(height), model, items)
         self.write(topic, DETECTION_ARRAY, msg, stamp_ns if bag_time_ns is None else bag_time_ns)

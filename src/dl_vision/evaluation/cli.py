@@ -25,15 +25,24 @@ def _truth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gt-class-map-topic", help="mono8 class-map ground-truth topic in the bag")
     parser.add_argument("--model", default="face", help="detector model spec name or YAML path")
     parser.add_argument("--segmenter", help="segmenter model spec (scored against --gt-class-map-topic)")
-    parser.add_argument("--task", choices=("detect", "segment", "both"),
-                        help="what to run (default: from the ground truth given)")
-    parser.add_argument("--score-threshold", type=float,
-                        help="operating threshold of P/R/F1 and the confusion matrix (default: the spec's)")
+    parser.add_argument(
+        "--task", choices=("detect", "segment", "both"), help="what to run (default: from the ground truth given)"
+    )
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        help="operating threshold of P/R/F1 and the confusion matrix (default: the spec's)",
+    )
     parser.add_argument("--iou-threshold", type=float, default=0.5, help="IoU of a match at the operating point")
     parser.add_argument("--out", required=True, help="directory for report.json, report.md and plots")
-    parser.add_argument("--fail-under", action="append", default=[], metavar="METRIC=VALUE",
-                        help="exit 1 when METRIC is below VALUE (above, for latency_* and dropped_fraction); "
-                             "repeatable, e.g. --fail-under mAP=0.5")
+    parser.add_argument(
+        "--fail-under",
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE",
+        help="exit 1 when METRIC is below VALUE (above, for latency_* and dropped_fraction); "
+        "repeatable, e.g. --fail-under mAP=0.5",
+    )
 
 
 def evaluate_main(argv: Optional[List[str]] = None) -> int:
@@ -43,9 +52,12 @@ def evaluate_main(argv: Optional[List[str]] = None) -> int:
     offline = sub.add_parser("offline", help="read the bag directly and run the model here (no ROS master)")
     _truth_arguments(offline)
     offline.add_argument("--batch-size", type=int, default=8, help="frames per predict_batch call")
-    offline.add_argument("--score-floor", type=float,
-                         help="model score threshold while predicting (e.g. 0.05 for full COCO curves); "
-                              "default: the spec's, as the node publishes")
+    offline.add_argument(
+        "--score-floor",
+        type=float,
+        help="model score threshold while predicting (e.g. 0.05 for full COCO curves); "
+        "default: the spec's, as the node publishes",
+    )
     offline.add_argument("--no-progress", action="store_true", help="no progress bar")
     live = sub.add_parser("live", help="play the bag through the vision node (roslaunch) and score its outputs")
     _truth_arguments(live)
@@ -72,15 +84,30 @@ def _run_evaluation(args: argparse.Namespace) -> Dict[str, Any]:
     from dl_vision.evaluation.offline import GroundTruthSource, evaluate_bag
 
     truth = GroundTruthSource(args.gt, args.gt_topic, args.gt_class_map_topic)
-    task = args.task or ("both" if (args.gt or args.gt_topic) and args.gt_class_map_topic
-                         else "segment" if args.gt_class_map_topic else "detect")
+    task = args.task or (
+        "both"
+        if (args.gt or args.gt_topic) and args.gt_class_map_topic
+        else "segment"
+        if args.gt_class_map_topic
+        else "detect"
+    )
     segmenter = args.segmenter or "person_segmentation"
     if args.mode == "live":
         from dl_vision.evaluation.live import run_live
 
-        return run_live(args.bag, args.topic, truth, args.out, task=task, model=args.model, segmenter_model=segmenter,
-                        rate=args.rate, timeout_s=args.timeout, score_threshold=args.score_threshold,
-                        iou_threshold=args.iou_threshold)
+        return run_live(
+            args.bag,
+            args.topic,
+            truth,
+            args.out,
+            task=task,
+            model=args.model,
+            segmenter_model=segmenter,
+            rate=args.rate,
+            timeout_s=args.timeout,
+            score_threshold=args.score_threshold,
+            iou_threshold=args.iou_threshold,
+        )
     from dl_vision.pipeline import Detector, Segmenter
 
     detector = Detector.from_spec(args.model) if task in ("detect", "both") else None
@@ -90,10 +117,17 @@ def _run_evaluation(args: argparse.Namespace) -> Dict[str, Any]:
     else:
         operating = None
     seg = Segmenter.from_spec(segmenter) if task in ("segment", "both") else None
-    report = evaluate_bag(args.bag, args.topic, truth, detector=detector, segmenter=seg,
-                          score_threshold=args.score_threshold if args.score_threshold is not None else operating,
-                          iou_threshold=args.iou_threshold, batch_size=args.batch_size,
-                          progress=False if args.no_progress else None)
+    report = evaluate_bag(
+        args.bag,
+        args.topic,
+        truth,
+        detector=detector,
+        segmenter=seg,
+        score_threshold=args.score_threshold if args.score_threshold is not None else operating,
+        iou_threshold=args.iou_threshold,
+        batch_size=args.batch_size,
+        progress=False if args.no_progress else None,
+    )
     report.update(mode="offline", model=detector.spec.name if detector is not None else seg.spec.name)
     return report
 
@@ -115,14 +149,25 @@ def make_eval_bag_main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--class-map-topic", default="/ground_truth/class_map")
     args = parser.parse_args(argv)
     try:
-        result = make_eval_bag(args.source, args.bag, args.topic, args.annotations, args.rate,
-                               gt_topic=args.gt_topic or None, gt_json=args.gt_json, compressed=args.compressed,
-                               class_maps=args.class_maps, class_map_topic=args.class_map_topic)
+        result = make_eval_bag(
+            args.source,
+            args.bag,
+            args.topic,
+            args.annotations,
+            args.rate,
+            gt_topic=args.gt_topic or None,
+            gt_json=args.gt_json,
+            compressed=args.compressed,
+            class_maps=args.class_maps,
+            class_map_topic=args.class_map_topic,
+        )
     except DlVisionError as err:
         print("error: %s" % err, file=sys.stderr)
         return STATUS_USER_ERROR
-    print("wrote %(bag)s: %(frames)d frames, %(labelled)d labelled, %(class_maps)d class maps; "
-          "ground truth %(ground_truth)s" % result)
+    print(
+        "wrote %(bag)s: %(frames)d frames, %(labelled)d labelled, %(class_maps)d class maps; "
+        "ground truth %(ground_truth)s" % result
+    )
     return 0
 
 
@@ -138,8 +183,9 @@ def export_bag_frames_main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--classes", default="", help="comma-separated category names for the skeleton")
     args = parser.parse_args(argv)
     try:
-        result = export_bag_frames(args.bag, args.topic, args.out_dir, args.every,
-                                   [c for c in args.classes.split(",") if c])
+        result = export_bag_frames(
+            args.bag, args.topic, args.out_dir, args.every, [c for c in args.classes.split(",") if c]
+        )
     except DlVisionError as err:
         print("error: %s" % err, file=sys.stderr)
         return STATUS_USER_ERROR
@@ -152,10 +198,20 @@ def compare_reports_main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="compare_reports", description="Compare two evaluation reports.")
     parser.add_argument("baseline", help="report.json (or its directory)")
     parser.add_argument("candidate", help="report.json (or its directory)")
-    parser.add_argument("--fail-under", action="append", default=[], metavar="METRIC=VALUE",
-                        help="exit 1 when the candidate's METRIC is below VALUE (repeatable)")
-    parser.add_argument("--max-drop", action="append", default=[], metavar="METRIC=VALUE",
-                        help="exit 1 when the candidate's METRIC is more than VALUE below the baseline's")
+    parser.add_argument(
+        "--fail-under",
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE",
+        help="exit 1 when the candidate's METRIC is below VALUE (repeatable)",
+    )
+    parser.add_argument(
+        "--max-drop",
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE",
+        help="exit 1 when the candidate's METRIC is more than VALUE below the baseline's",
+    )
     args = parser.parse_args(argv)
     try:
         baseline, candidate = load_report(args.baseline), load_report(args.candidate)

@@ -20,8 +20,20 @@ from pycocotools.cocoeval import COCOeval
 from dl_vision.errors import EvaluationError
 
 #: Names of ``COCOeval.stats`` in order (maxDets 1/10/100 as pycocotools defines them).
-STAT_NAMES = ("mAP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
-              "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
+STAT_NAMES = (
+    "mAP",
+    "AP50",
+    "AP75",
+    "AP_small",
+    "AP_medium",
+    "AP_large",
+    "AR1",
+    "AR10",
+    "AR100",
+    "AR_small",
+    "AR_medium",
+    "AR_large",
+)
 
 
 def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
@@ -56,10 +68,19 @@ class CocoAccumulator:
         self.gt: Dict[str, List[dict]] = {"bbox": [], "segm": []}
         self.dt: Dict[str, List[dict]] = {"bbox": [], "segm": []}
 
-    def add(self, width: int, height: int, gt_boxes: np.ndarray, gt_classes: np.ndarray,
-            pred_boxes: np.ndarray, pred_classes: np.ndarray, pred_scores: np.ndarray,
-            gt_masks: Optional[np.ndarray] = None, pred_masks: Optional[np.ndarray] = None,
-            gt_iscrowd: Optional[np.ndarray] = None) -> None:
+    def add(
+        self,
+        width: int,
+        height: int,
+        gt_boxes: np.ndarray,
+        gt_classes: np.ndarray,
+        pred_boxes: np.ndarray,
+        pred_classes: np.ndarray,
+        pred_scores: np.ndarray,
+        gt_masks: Optional[np.ndarray] = None,
+        pred_masks: Optional[np.ndarray] = None,
+        gt_iscrowd: Optional[np.ndarray] = None,
+    ) -> None:
         """Add one frame.
 
         Args:
@@ -90,8 +111,7 @@ class CocoAccumulator:
         store["bbox"].append(dict(ann, id=ann_id, bbox=bbox, area=bbox[2] * bbox[3]))
         if self.masks and mask is not None:
             rle = encode_mask(mask)
-            store["segm"].append(dict(ann, id=ann_id, bbox=bbox, segmentation=rle,
-                                      area=float(mask_utils.area(rle))))
+            store["segm"].append(dict(ann, id=ann_id, bbox=bbox, segmentation=rle, area=float(mask_utils.area(rle))))
 
     @property
     def num_gt(self) -> int:
@@ -148,8 +168,12 @@ class CocoAccumulator:
             raise EvaluationError(
                 "COCO metrics: the %d evaluated frames hold no ground-truth object; AP is undefined" % len(self.images)
             )
-        out = {"images": len(self.images), "ground_truth_objects": len(self.gt["bbox"]),
-               "predictions": len(self.dt["bbox"]), "bbox": self._evaluate("bbox")}
+        out = {
+            "images": len(self.images),
+            "ground_truth_objects": len(self.gt["bbox"]),
+            "predictions": len(self.dt["bbox"]),
+            "bbox": self._evaluate("bbox"),
+        }
         if self.masks:
             out["segm"] = self._evaluate("segm")
         return out

@@ -74,8 +74,14 @@ class ConfusionAccumulator:
         """Index of the background row/column (the last one)."""
         return len(self.class_names)
 
-    def add(self, gt_boxes: np.ndarray, gt_classes: np.ndarray, pred_boxes: np.ndarray,
-            pred_classes: np.ndarray, pred_scores: np.ndarray) -> None:
+    def add(
+        self,
+        gt_boxes: np.ndarray,
+        gt_classes: np.ndarray,
+        pred_boxes: np.ndarray,
+        pred_classes: np.ndarray,
+        pred_scores: np.ndarray,
+    ) -> None:
         """Add one frame.
 
         Args:
@@ -123,8 +129,14 @@ class ConfusionAccumulator:
             f1 = None
             if precision is not None and recall is not None:
                 f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-            per_class[name] = {"precision": precision, "recall": recall, "f1": f1,
-                               "tp": tp, "fp": predicted - tp, "fn": actual - tp}
+            per_class[name] = {
+                "precision": precision,
+                "recall": recall,
+                "f1": f1,
+                "tp": tp,
+                "fp": predicted - tp,
+                "fn": actual - tp,
+            }
             tps, fps, fns = tps + tp, fps + predicted - tp, fns + actual - tp
         precision = tps / (tps + fps) if tps + fps else None
         recall = tps / (tps + fns) if tps + fns else None

@@ -36,9 +36,14 @@ class FrameTruth:
 
     __slots__ = ("boxes", "class_names", "iscrowd", "masks", "class_map")
 
-    def __init__(self, boxes: Optional[np.ndarray] = None, class_names: Optional[List[str]] = None,
-                 iscrowd: Optional[np.ndarray] = None, masks: Optional[np.ndarray] = None,
-                 class_map: Optional[np.ndarray] = None) -> None:
+    def __init__(
+        self,
+        boxes: Optional[np.ndarray] = None,
+        class_names: Optional[List[str]] = None,
+        iscrowd: Optional[np.ndarray] = None,
+        masks: Optional[np.ndarray] = None,
+        class_map: Optional[np.ndarray] = None,
+    ) -> None:
         self.boxes = np.zeros((0, 4)) if boxes is None else np.asarray(boxes, np.float64).reshape(-1, 4)
         self.class_names = list(class_names or [])
         self.iscrowd = np.zeros(len(self.boxes), bool) if iscrowd is None else np.asarray(iscrowd, bool)
@@ -65,8 +70,9 @@ class CocoGroundTruth:
             raise EvaluationError("ground truth %s: expected a COCO JSON file (%s)" % (self.path, err)) from err
         for key in ("images", "annotations", "categories"):
             if not isinstance(data.get(key), list):
-                raise EvaluationError("ground truth %s: expected a %r list, found %r"
-                                      % (self.path, key, type(data.get(key)).__name__))
+                raise EvaluationError(
+                    "ground truth %s: expected a %r list, found %r" % (self.path, key, type(data.get(key)).__name__)
+                )
         self.categories: Dict[int, str] = {int(c["id"]): str(c["name"]) for c in data["categories"]}
         self.class_names = [self.categories[k] for k in sorted(self.categories)]
         self.by_stamp: Dict[int, dict] = {}
@@ -79,13 +85,17 @@ class CocoGroundTruth:
             elif "frame_index" in image:
                 self.by_index[int(image["frame_index"])] = image
             else:
-                raise EvaluationError("ground truth %s: image %r needs 'ros_stamp_ns' or 'frame_index', found keys %s"
-                                      % (self.path, image.get("id"), sorted(image)))
+                raise EvaluationError(
+                    "ground truth %s: image %r needs 'ros_stamp_ns' or 'frame_index', found keys %s"
+                    % (self.path, image.get("id"), sorted(image))
+                )
         self.annotations: Dict[int, List[dict]] = {}
         for ann in data["annotations"]:
             if int(ann["category_id"]) not in self.categories:
-                raise EvaluationError("ground truth %s: annotation %r has category %r, not among %s"
-                                      % (self.path, ann.get("id"), ann["category_id"], sorted(self.categories)))
+                raise EvaluationError(
+                    "ground truth %s: annotation %r has category %r, not among %s"
+                    % (self.path, ann.get("id"), ann["category_id"], sorted(self.categories))
+                )
             self.annotations.setdefault(int(ann["image_id"]), []).append(ann)
         self.has_masks = bool(data["annotations"]) and all(a.get("segmentation") for a in data["annotations"])
         self.matched_images = set()
@@ -102,8 +112,10 @@ class CocoGroundTruth:
             return None
         height, width = frame.image.shape[:2]
         if (image.get("width", width), image.get("height", height)) != (width, height):
-            raise EvaluationError("ground truth %s: image %r is %sx%s, but its bag frame is %dx%d"
-                                  % (self.path, image["id"], image.get("width"), image.get("height"), width, height))
+            raise EvaluationError(
+                "ground truth %s: image %r is %sx%s, but its bag frame is %dx%d"
+                % (self.path, image["id"], image.get("width"), image.get("height"), width, height)
+            )
         self.matched_images.add(int(image["id"]))
         anns = self.annotations.get(int(image["id"]), [])
         boxes = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
@@ -113,8 +125,12 @@ class CocoGroundTruth:
             masks = np.zeros((len(anns), height, width), bool)
             for i, ann in enumerate(anns):
                 masks[i] = annotation_mask(ann["segmentation"], height, width)
-        return FrameTruth(boxes, [self.categories[int(a["category_id"])] for a in anns],
-                          [bool(a.get("iscrowd", 0)) for a in anns], masks)
+        return FrameTruth(
+            boxes,
+            [self.categories[int(a["category_id"])] for a in anns],
+            [bool(a.get("iscrowd", 0)) for a in anns],
+            masks,
+        )
 
     def unmatched(self) -> int:
         """Number of labelled images no frame has matched so far."""

@@ -59,9 +59,14 @@ def latency_summary(timing: Dict[str, Any], output_topic: str) -> Dict[str, Any]
         "processed": len(outputs),
         "dropped": dropped,
         "dropped_fraction": dropped / len(inputs),
-        "latency_ms": {"mean": float(latencies.mean()), "p50": float(np.percentile(latencies, 50)),
-                       "p90": float(np.percentile(latencies, 90)), "p95": float(np.percentile(latencies, 95)),
-                       "p99": float(np.percentile(latencies, 99)), "max": float(latencies.max())},
+        "latency_ms": {
+            "mean": float(latencies.mean()),
+            "p50": float(np.percentile(latencies, 50)),
+            "p90": float(np.percentile(latencies, 90)),
+            "p95": float(np.percentile(latencies, 95)),
+            "p99": float(np.percentile(latencies, 99)),
+            "max": float(latencies.max()),
+        },
         "latencies_ms": [round(float(v), 3) for v in latencies],
         "output_rate_hz": len(outputs) / span if span > 0 else None,
     }
@@ -74,10 +79,20 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run_live(bag, image_topic: str, truth: GroundTruthSource, out_dir, task: str = "detect",
-             model: str = "face", segmenter_model: str = "person_segmentation", rate: float = 1.0,
-             timeout_s: float = 600.0, score_threshold: Optional[float] = None,
-             iou_threshold: float = 0.5, own_master: bool = True) -> Dict[str, Any]:
+def run_live(
+    bag,
+    image_topic: str,
+    truth: GroundTruthSource,
+    out_dir,
+    task: str = "detect",
+    model: str = "face",
+    segmenter_model: str = "person_segmentation",
+    rate: float = 1.0,
+    timeout_s: float = 600.0,
+    score_threshold: Optional[float] = None,
+    iou_threshold: float = 0.5,
+    own_master: bool = True,
+) -> Dict[str, Any]:
     """Play ``bag`` through a vision node, record its outputs, and score them.
 
     Args:
@@ -113,20 +128,34 @@ def run_live(bag, image_topic: str, truth: GroundTruthSource, out_dir, task: str
     node_image, transport = image_topic, "raw"
     if msgtype != IMAGE_TYPES[0]:
         if not image_topic.endswith("/compressed"):
-            raise EvaluationError("live: a CompressedImage topic must be named <image>/compressed, found %s"
-                                  % image_topic)
+            raise EvaluationError(
+                "live: a CompressedImage topic must be named <image>/compressed, found %s" % image_topic
+            )
         node_image, transport = image_topic[: -len("/compressed")], "compressed"
     detect, segment = task in ("detect", "both"), task in ("segment", "both")
     outputs_bag, timing_json = out / "live_outputs.bag", out / "live_timing.json"
     for stale in (outputs_bag, timing_json):
         if stale.exists():
             stale.unlink()
-    command = ["roslaunch", "--skip-log-check", "dl_vision", "evaluate_live.launch",
-               "bag:=%s" % bag, "image:=%s" % node_image, "transport:=%s" % transport,
-               "play_topic:=%s" % image_topic, "node_type:=%s" % NODE_TYPES[task],
-               "model:=%s" % model, "segmenter_model:=%s" % segmenter_model, "rate:=%s" % rate,
-               "output_bag:=%s" % outputs_bag, "timing_json:=%s" % timing_json, "expected_frames:=%d" % frames,
-               "record_detections:=%s" % str(detect).lower(), "record_class_map:=%s" % str(segment).lower()]
+    command = [
+        "roslaunch",
+        "--skip-log-check",
+        "dl_vision",
+        "evaluate_live.launch",
+        "bag:=%s" % bag,
+        "image:=%s" % node_image,
+        "transport:=%s" % transport,
+        "play_topic:=%s" % image_topic,
+        "node_type:=%s" % NODE_TYPES[task],
+        "model:=%s" % model,
+        "segmenter_model:=%s" % segmenter_model,
+        "rate:=%s" % rate,
+        "output_bag:=%s" % outputs_bag,
+        "timing_json:=%s" % timing_json,
+        "expected_frames:=%d" % frames,
+        "record_detections:=%s" % str(detect).lower(),
+        "record_class_map:=%s" % str(segment).lower(),
+    ]
     env = dict(os.environ)
     if own_master:
         port = _free_port()
@@ -150,20 +179,31 @@ def run_live(bag, image_topic: str, truth: GroundTruthSource, out_dir, task: str
     seg_labels = load_spec(segmenter_model).labels if segment else None
     if score_threshold is None and detect:
         score_threshold = float(load_spec(model).thresholds.to_options().score_threshold)
-    recorded = load_recorded(outputs_bag, det_topic if detect else None, seg_topic if segment else None,
-                             labels=det_labels or seg_labels)
+    recorded = load_recorded(
+        outputs_bag, det_topic if detect else None, seg_topic if segment else None, labels=det_labels or seg_labels
+    )
     if detect and segment:
         seg_only = load_recorded(outputs_bag, None, seg_topic, labels=seg_labels)
         recorded = {s: (d, seg_only.get(s, (None, None))[1]) for s, (d, _) in recorded.items()}
     class_names = None
     if detect and not truth.coco_json:
         class_names = [det_labels[k] for k in sorted(det_labels)]
-    report = evaluate_bag(bag, image_topic, truth, recorded=recorded, class_names=class_names,
-                          seg_labels=seg_labels if truth.class_map_topic else None,
-                          score_threshold=score_threshold, iou_threshold=iou_threshold, progress=False)
+    report = evaluate_bag(
+        bag,
+        image_topic,
+        truth,
+        recorded=recorded,
+        class_names=class_names,
+        seg_labels=seg_labels if truth.class_map_topic else None,
+        score_threshold=score_threshold,
+        iou_threshold=iou_threshold,
+        progress=False,
+    )
     report.update(mode="live", model=model if detect else segmenter_model, live=live)
     report["source"].update(rate=rate, outputs_bag=str(outputs_bag))
     if live["dropped"]:
-        report["warnings"].append("live: %d of %d received frames got no output (dropped); scores cover the rest"
-                                  % (live["dropped"], live["received_frames"]))
+        report["warnings"].append(
+            "live: %d of %d received frames got no output (dropped); scores cover the rest"
+            % (live["dropped"], live["received_frames"])
+        )
     return report

@@ -53,8 +53,9 @@ class GroundTruthSource:
         class_map_topic: mono8 class-map ground-truth topic in the bag.
     """
 
-    def __init__(self, coco_json=None, detections_topic: Optional[str] = None,
-                 class_map_topic: Optional[str] = None) -> None:
+    def __init__(
+        self, coco_json=None, detections_topic: Optional[str] = None, class_map_topic: Optional[str] = None
+    ) -> None:
         if not (coco_json or detections_topic or class_map_topic):
             raise EvaluationError("ground truth: expected a COCO JSON file or a ground-truth topic, found neither")
         self.coco_json = coco_json
@@ -78,8 +79,13 @@ class Evaluation:
         iou_threshold: IoU a prediction needs to match a ground-truth box at the operating point.
     """
 
-    def __init__(self, class_names: Optional[Sequence[str]], seg_labels: Optional[LabelTable],
-                 score_threshold: float, iou_threshold: float = 0.5) -> None:
+    def __init__(
+        self,
+        class_names: Optional[Sequence[str]],
+        seg_labels: Optional[LabelTable],
+        score_threshold: float,
+        iou_threshold: float = 0.5,
+    ) -> None:
         self.class_names = list(class_names) if class_names else None
         self.class_index = {n: i for i, n in enumerate(self.class_names or [])}
         self.coco: Optional[CocoAccumulator] = None
@@ -87,12 +93,12 @@ class Evaluation:
         self.segmentation = None
         if seg_labels is not None:
             self.segmentation = SegmentationAccumulator(max(seg_labels) + 1, seg_labels)
-        self.counts = {"frames": 0, "evaluated": 0, "unlabelled": 0, "without_prediction": 0,
-                       "ignored_predictions": 0}
+        self.counts = {"frames": 0, "evaluated": 0, "unlabelled": 0, "without_prediction": 0, "ignored_predictions": 0}
         self.warnings: List[str] = []
 
-    def add(self, truth: FrameTruth, width: int, height: int, dets: Optional[Detections],
-            seg: Optional[Segmentation]) -> None:
+    def add(
+        self, truth: FrameTruth, width: int, height: int, dets: Optional[Detections], seg: Optional[Segmentation]
+    ) -> None:
         """Score one frame's predictions against its truth."""
         self.counts["evaluated"] += 1
         if self.class_names is not None and dets is not None:
@@ -108,8 +114,9 @@ class Evaluation:
         pred_classes = np.array([self.class_index[n] for n in dets.class_names], np.int64)
         unknown = [n for n in truth.class_names if n not in self.class_index]
         if unknown:
-            raise EvaluationError("ground truth: class %r is not among the evaluated classes %s"
-                                  % (unknown[0], self.class_names))
+            raise EvaluationError(
+                "ground truth: class %r is not among the evaluated classes %s" % (unknown[0], self.class_names)
+            )
         gt_classes = np.array([self.class_index[n] for n in truth.class_names], np.int64)
         if self.coco is None:
             use_masks = truth.masks is not None and dets.masks is not None
@@ -117,9 +124,18 @@ class Evaluation:
         pred_masks = dets.masks
         if self.coco.masks and pred_masks is None:
             pred_masks = np.zeros((0, height, width), bool)
-        self.coco.add(width, height, truth.boxes, gt_classes, dets.xyxy, pred_classes, dets.score,
-                      gt_masks=truth.masks if self.coco.masks else None,
-                      pred_masks=pred_masks if self.coco.masks else None, gt_iscrowd=truth.iscrowd)
+        self.coco.add(
+            width,
+            height,
+            truth.boxes,
+            gt_classes,
+            dets.xyxy,
+            pred_classes,
+            dets.score,
+            gt_masks=truth.masks if self.coco.masks else None,
+            pred_masks=pred_masks if self.coco.masks else None,
+            gt_iscrowd=truth.iscrowd,
+        )
         crowd = truth.iscrowd
         self.confusion.add(truth.boxes[~crowd], gt_classes[~crowd], dets.xyxy, pred_classes, dets.score)
 
@@ -132,8 +148,9 @@ class Evaluation:
         if self.counts["evaluated"] == 0:
             raise EvaluationError(
                 "evaluation: no frame had both ground truth and a prediction (%d frames read, %d unlabelled, "
-                "%d without prediction)" % (self.counts["frames"], self.counts["unlabelled"],
-                                            self.counts["without_prediction"]))
+                "%d without prediction)"
+                % (self.counts["frames"], self.counts["unlabelled"], self.counts["without_prediction"])
+            )
         out: Dict[str, Any] = {"frames": dict(self.counts), "warnings": list(self.warnings)}
         if self.coco is not None:
             out["detection"] = self.coco.result()
@@ -141,8 +158,10 @@ class Evaluation:
         if self.segmentation is not None and self.segmentation.frames:
             out["segmentation"] = self.segmentation.result()
         if "detection" not in out and "segmentation" not in out:
-            raise EvaluationError("evaluation: the ground truth has nothing the predictions can be scored on "
-                                  "(detections need boxes, segmentation needs class maps)")
+            raise EvaluationError(
+                "evaluation: the ground truth has nothing the predictions can be scored on "
+                "(detections need boxes, segmentation needs class maps)"
+            )
         return out
 
     def warn(self, message: str) -> None:
@@ -151,9 +170,14 @@ class Evaluation:
         self.warnings.append(message)
 
 
-def paired_frames(reader: BagReader, image_topic: str, truth: GroundTruthSource,
-                  coco: Optional[CocoGroundTruth], evaluation: Evaluation,
-                  decode: bool = True) -> Iterator[Tuple[Frame, FrameTruth]]:
+def paired_frames(
+    reader: BagReader,
+    image_topic: str,
+    truth: GroundTruthSource,
+    coco: Optional[CocoGroundTruth],
+    evaluation: Evaluation,
+    decode: bool = True,
+) -> Iterator[Tuple[Frame, FrameTruth]]:
     """Frames of ``image_topic`` with their ground truth, in bag order.
 
     Ground-truth messages are matched by header stamp within :data:`PAIRING_WINDOW` frames;
@@ -222,11 +246,20 @@ def paired_frames(reader: BagReader, image_topic: str, truth: GroundTruthSource,
                 yield paired
 
 
-def evaluate_bag(bag, image_topic: str, truth: GroundTruthSource, detector: Any = None, segmenter: Any = None,
-                 recorded: Optional[Dict[int, Tuple[Optional[Detections], Optional[Segmentation]]]] = None,
-                 class_names: Optional[Sequence[str]] = None, seg_labels: Optional[LabelTable] = None,
-                 score_threshold: Optional[float] = None, iou_threshold: float = 0.5, batch_size: int = 8,
-                 progress: Optional[bool] = None) -> Dict[str, Any]:
+def evaluate_bag(
+    bag,
+    image_topic: str,
+    truth: GroundTruthSource,
+    detector: Any = None,
+    segmenter: Any = None,
+    recorded: Optional[Dict[int, Tuple[Optional[Detections], Optional[Segmentation]]]] = None,
+    class_names: Optional[Sequence[str]] = None,
+    seg_labels: Optional[LabelTable] = None,
+    score_threshold: Optional[float] = None,
+    iou_threshold: float = 0.5,
+    batch_size: int = 8,
+    progress: Optional[bool] = None,
+) -> Dict[str, Any]:
     """Score a detector and/or segmenter on every labelled frame of a bag.
 
     Args:
@@ -290,27 +323,39 @@ def evaluate_bag(bag, image_topic: str, truth: GroundTruthSource, detector: Any 
     elapsed = time.perf_counter() - started
     if coco is not None:
         if not coco.matched_images:
-            raise EvaluationError("ground truth %s: none of its %d images matches a frame of %s in %s "
-                                  "(by ros_stamp_ns or frame_index)" % (coco.path, coco.num_images, image_topic, bag))
+            raise EvaluationError(
+                "ground truth %s: none of its %d images matches a frame of %s in %s "
+                "(by ros_stamp_ns or frame_index)" % (coco.path, coco.num_images, image_topic, bag)
+            )
         if coco.unmatched():
-            evaluation.warn("ground truth %s: %d of %d labelled images match no frame of %s"
-                            % (coco.path, coco.unmatched(), coco.num_images, image_topic))
+            evaluation.warn(
+                "ground truth %s: %d of %d labelled images match no frame of %s"
+                % (coco.path, coco.unmatched(), coco.num_images, image_topic)
+            )
     if evaluation.counts["unlabelled"]:
-        evaluation.warn("%d of %d frames have no ground truth and were not scored"
-                        % (evaluation.counts["unlabelled"], evaluation.counts["frames"]))
+        evaluation.warn(
+            "%d of %d frames have no ground truth and were not scored"
+            % (evaluation.counts["unlabelled"], evaluation.counts["frames"])
+        )
     report = evaluation.result()
     rate = evaluation.counts["frames"] / elapsed if elapsed else None
     report["throughput"] = {"wall_s": elapsed, "frames_per_s": rate}
     if recorded is None:
         report["throughput"]["model_s"] = timing["model_s"]
         report["throughput"]["model_frames_per_s"] = (
-            evaluation.counts["evaluated"] / timing["model_s"] if timing["model_s"] else None)
+            evaluation.counts["evaluated"] / timing["model_s"] if timing["model_s"] else None
+        )
         report["throughput"]["stage_ms_mean"] = {
-            k: v / max(evaluation.counts["evaluated"], 1) for k, v in timing["stage_ms"].items()}
-    report["source"] = {"bag": str(Path(bag)), "image_topic": image_topic,
-                        "ground_truth": str(truth.coco_json) if truth.coco_json else truth.topics,
-                        "score_threshold": score_threshold, "iou_threshold": iou_threshold,
-                        "batch_size": batch_size if recorded is None else None}
+            k: v / max(evaluation.counts["evaluated"], 1) for k, v in timing["stage_ms"].items()
+        }
+    report["source"] = {
+        "bag": str(Path(bag)),
+        "image_topic": image_topic,
+        "ground_truth": str(truth.coco_json) if truth.coco_json else truth.topics,
+        "score_threshold": score_threshold,
+        "iou_threshold": iou_threshold,
+        "batch_size": batch_size if recorded is None else None,
+    }
     return report
 
 
@@ -325,8 +370,9 @@ def _batches(items: Iterator[Any], size: int) -> Iterator[List[Any]]:
         yield batch
 
 
-def _predict(batch: List[Tuple[Frame, FrameTruth]], detector: Any, segmenter: Any,
-             timing: Dict[str, Any]) -> List[Tuple[Optional[Detections], Optional[Segmentation]]]:
+def _predict(
+    batch: List[Tuple[Frame, FrameTruth]], detector: Any, segmenter: Any, timing: Dict[str, Any]
+) -> List[Tuple[Optional[Detections], Optional[Segmentation]]]:
     images = [frame.image for frame, _ in batch]
     start = time.perf_counter()
     dets: List[Optional[Detections]] = [None] * len(images)
@@ -353,9 +399,12 @@ def _truth_class_names(bag, topic: str) -> List[str]:
     return sorted(names)
 
 
-def load_recorded(bag, detections_topic: Optional[str] = None, class_map_topic: Optional[str] = None,
-                  labels: Optional[LabelTable] = None
-                  ) -> Dict[int, Tuple[Optional[Detections], Optional[Segmentation]]]:
+def load_recorded(
+    bag,
+    detections_topic: Optional[str] = None,
+    class_map_topic: Optional[str] = None,
+    labels: Optional[LabelTable] = None,
+) -> Dict[int, Tuple[Optional[Detections], Optional[Segmentation]]]:
     """Recorded model outputs of a bag, ``{input header stamp ns: (Detections, Segmentation)}``.
 
     Raises:

@@ -87,37 +87,66 @@ def markdown(report: Dict[str, Any], plots: Optional[Dict[str, str]] = None) -> 
     """The report as a Markdown document (headline table, per-class tables, confusion matrix, plots)."""
     source = report.get("source", {})
     lines = ["# Evaluation report (%s)" % report.get("mode", "offline"), ""]
-    lines += ["- bag: `%s`, topic `%s`" % (source.get("bag"), source.get("image_topic")),
-              "- model: `%s`" % report.get("model"),
-              "- frames: %s" % ", ".join("%s %s" % (k, v) for k, v in report.get("frames", {}).items()), ""]
+    lines += [
+        "- bag: `%s`, topic `%s`" % (source.get("bag"), source.get("image_topic")),
+        "- model: `%s`" % report.get("model"),
+        "- frames: %s" % ", ".join("%s %s" % (k, v) for k, v in report.get("frames", {}).items()),
+        "",
+    ]
     lines += ["| metric | value |", "|---|---|"]
     lines += ["| %s | %s |" % (k, _fmt(v)) for k, v in headline_metrics(report).items()]
     det = report.get("detection")
     if det:
         conf = det["confusion"]
-        lines += ["", "## Confusion matrix (score >= %.2f, IoU >= %.2f; rows ground truth, columns predicted)"
-                  % (conf["score_threshold"], conf["iou_threshold"]), ""]
+        lines += [
+            "",
+            "## Confusion matrix (score >= %.2f, IoU >= %.2f; rows ground truth, columns predicted)"
+            % (conf["score_threshold"], conf["iou_threshold"]),
+            "",
+        ]
         lines += ["| | " + " | ".join(conf["labels"]) + " |", "|---" * (len(conf["labels"]) + 1) + "|"]
         for label, row in zip(conf["labels"], conf["matrix"]):
             lines.append("| **%s** | %s |" % (label, " | ".join(str(v) for v in row)))
         lines += ["", "| class | AP | AP50 | precision | recall | F1 |", "|---|---|---|---|---|---|"]
         for name, ap in det["bbox"]["per_class_ap"].items():
             pc = conf["per_class"].get(name, {})
-            lines.append("| %s | %s | %s | %s | %s | %s |" % (name, _fmt(ap), _fmt(det["bbox"]["per_class_ap50"][name]),
-                                                            _fmt(pc.get("precision")), _fmt(pc.get("recall")),
-                                                            _fmt(pc.get("f1"))))
+            lines.append(
+                "| %s | %s | %s | %s | %s | %s |"
+                % (
+                    name,
+                    _fmt(ap),
+                    _fmt(det["bbox"]["per_class_ap50"][name]),
+                    _fmt(pc.get("precision")),
+                    _fmt(pc.get("recall")),
+                    _fmt(pc.get("f1")),
+                )
+            )
     seg = report.get("segmentation")
     if seg:
-        lines += ["", "## Segmentation (%d frames, %d scored pixels)" % (seg["frames"], seg["pixels"]), "",
-                  "| class | IoU |", "|---|---|"]
+        lines += [
+            "",
+            "## Segmentation (%d frames, %d scored pixels)" % (seg["frames"], seg["pixels"]),
+            "",
+            "| class | IoU |",
+            "|---|---|",
+        ]
         lines += ["| %s | %s |" % (name, _fmt(iou)) for name, iou in seg["per_class_iou"].items()]
     live = report.get("live")
     if live:
-        lines += ["", "## Live run", "",
-                  "- frames: %d received, %d processed, %d dropped (%.1f%%); output rate %s Hz"
-                  % (live["received_frames"], live["processed"], live["dropped"], 100 * live["dropped_fraction"],
-                     _fmt(live["output_rate_hz"])),
-                  "- end-to-end latency ms: " + ", ".join("%s %.1f" % (k, v) for k, v in live["latency_ms"].items())]
+        lines += [
+            "",
+            "## Live run",
+            "",
+            "- frames: %d received, %d processed, %d dropped (%.1f%%); output rate %s Hz"
+            % (
+                live["received_frames"],
+                live["processed"],
+                live["dropped"],
+                100 * live["dropped_fraction"],
+                _fmt(live["output_rate_hz"]),
+            ),
+            "- end-to-end latency ms: " + ", ".join("%s %.1f" % (k, v) for k, v in live["latency_ms"].items()),
+        ]
     stages = (report.get("throughput") or {}).get("stage_ms_mean")
     if stages:
         lines += ["", "Model stages, mean ms per frame: " + ", ".join("%s %.2f" % kv for kv in sorted(stages.items()))]
@@ -172,8 +201,9 @@ def _save(fig, path: Path, plt) -> Path:
     return path
 
 
-def compare(baseline: Dict[str, Any], candidate: Dict[str, Any]) -> List[Tuple[str, Optional[float], Optional[float],
-                                                                               Optional[float]]]:
+def compare(
+    baseline: Dict[str, Any], candidate: Dict[str, Any]
+) -> List[Tuple[str, Optional[float], Optional[float], Optional[float]]]:
     """Rows ``(metric, baseline, candidate, candidate - baseline)`` over the union of headline metrics."""
     base, cand = headline_metrics(baseline), headline_metrics(candidate)
     rows = []

@@ -29,8 +29,9 @@ class SegmentationAccumulator:
         ignore_index: ground-truth value excluded from every count.
     """
 
-    def __init__(self, num_classes: int, labels: Optional[Mapping[int, str]] = None,
-                 ignore_index: int = IGNORE_INDEX) -> None:
+    def __init__(
+        self, num_classes: int, labels: Optional[Mapping[int, str]] = None, ignore_index: int = IGNORE_INDEX
+    ) -> None:
         if num_classes < 1:
             raise EvaluationError("segmentation: expected at least 1 class, found %d" % num_classes)
         self.num_classes = int(num_classes)
@@ -61,9 +62,9 @@ class SegmentationAccumulator:
                     "segmentation: %s class ids must be in 0..%d, found %d..%d"
                     % (name, self.num_classes - 1, arr.min(), arr.max())
                 )
-        self.confusion += np.bincount(
-            gt * self.num_classes + pred, minlength=self.num_classes ** 2
-        ).reshape(self.num_classes, self.num_classes)
+        self.confusion += np.bincount(gt * self.num_classes + pred, minlength=self.num_classes**2).reshape(
+            self.num_classes, self.num_classes
+        )
         self.frames += 1
 
     def result(self) -> Dict[str, object]:

@@ -30,13 +30,18 @@ def describe(detections: Optional[DetectionArray], class_map: Optional[np.ndarra
     """One line: each detection as ``name score [x0 y0 x1 y1]`` and each non-zero class's pixel share."""
     parts: List[str] = []
     if detections is not None:
-        found = ["%s %.2f [%.0f %.0f %.0f %.0f]" % (d.class_name, d.score, d.x_min, d.y_min, d.x_max, d.y_max)
-                 for d in detections.detections]
+        found = [
+            "%s %.2f [%.0f %.0f %.0f %.0f]" % (d.class_name, d.score, d.x_min, d.y_min, d.x_max, d.y_max)
+            for d in detections.detections
+        ]
         parts.append("%d detections%s" % (len(found), (": " + ", ".join(found)) if found else ""))
     if class_map is not None:
         ids, counts = np.unique(class_map, return_counts=True)
-        shares = ["%s %.1f%%" % (labels.get(int(i), str(int(i))), 100.0 * c / class_map.size)
-                  for i, c in zip(ids, counts) if i != 0]
+        shares = [
+            "%s %.1f%%" % (labels.get(int(i), str(int(i))), 100.0 * c / class_map.size)
+            for i, c in zip(ids, counts)
+            if i != 0
+        ]
         parts.append("segmentation: " + (", ".join(shares) if shares else "background only"))
     return "; ".join(parts)
 
@@ -51,13 +56,20 @@ class DemoReporter:
         expect_annotated: wait for ``annotated`` (and save it).
     """
 
-    def __init__(self, output_dir: Path, expect_detections: bool, expect_segmentation: bool,
-                 expect_annotated: bool) -> None:
+    def __init__(
+        self, output_dir: Path, expect_detections: bool, expect_segmentation: bool, expect_annotated: bool
+    ) -> None:
         self.output_dir = output_dir
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.expected = [name for name, wanted in (("detections", expect_detections),
-                                                    ("class_map", expect_segmentation),
-                                                    ("annotated", expect_annotated)) if wanted]
+        self.expected = [
+            name
+            for name, wanted in (
+                ("detections", expect_detections),
+                ("class_map", expect_segmentation),
+                ("annotated", expect_annotated),
+            )
+            if wanted
+        ]
         self.pending: Dict[FrameKey, Dict[str, object]] = collections.OrderedDict()
         self.labels: Dict[int, str] = {}
         self.reported = 0
@@ -69,8 +81,7 @@ class DemoReporter:
         if expect_detections:
             self.subscribers.append(rospy.Subscriber("detections", DetectionArray, self._on_part, "detections"))
         if expect_segmentation:
-            self.subscribers.append(rospy.Subscriber("class_map", Image, self._on_part, "class_map",
-                                                     buff_size=2**24))
+            self.subscribers.append(rospy.Subscriber("class_map", Image, self._on_part, "class_map", buff_size=2**24))
         if expect_annotated:
             self.subscribers.append(rospy.Subscriber("annotated", Image, self._on_part, "annotated", buff_size=2**26))
 
@@ -101,8 +112,11 @@ class DemoReporter:
         if "annotated" in parts:
             cv2.imwrite(str(self.output_dir / name), image_to_bgr(parts["annotated"]))
             line += " -> " + name
-        print("frame %3d  stamp %.3f  latency %4.0f ms  %s" % (self.reported, header.stamp.to_sec(),
-                                                                1000 * latency, line), flush=True)
+        print(
+            "frame %3d  stamp %.3f  latency %4.0f ms  %s"
+            % (self.reported, header.stamp.to_sec(), 1000 * latency, line),
+            flush=True,
+        )
         self.reported += 1
         self.last_report_time = rospy.get_time()
 
@@ -111,7 +125,11 @@ class DemoReporter:
         found = ", ".join("%s x%d" % kv for kv in sorted(self.class_counts.items())) or "nothing"
         latency = "median latency %.0f ms" % (1000 * float(np.median(self.latencies))) if self.latencies else ""
         return "%d frames reported, found %s; %s; annotated images in %s" % (
-            self.reported, found, latency, self.output_dir)
+            self.reported,
+            found,
+            latency,
+            self.output_dir,
+        )
 
 
 def main(argv: Sequence[str]) -> int:

@@ -55,8 +55,11 @@ class EvalRecorder:
             topic = str(rospy.get_param(param, ""))
             if topic:
                 self.outputs[topic] = {}
-                self.subscribers.append(rospy.Subscriber(topic, message_class, self._on_output, callback_args=topic,
-                                                         queue_size=1000, tcp_nodelay=True))
+                self.subscribers.append(
+                    rospy.Subscriber(
+                        topic, message_class, self._on_output, callback_args=topic, queue_size=1000, tcp_nodelay=True
+                    )
+                )
 
     def wait_ready(self) -> None:
         """Wait (wall clock) for the node's latched label table, then subscribe to the images.
@@ -70,8 +73,9 @@ class EvalRecorder:
         # Only the header is needed, but rospy deserialises whole images; a large buffer keeps
         # it from dropping frames at the socket (which would count as the node's drops).
         image_class = CompressedImage if rospy.get_param("~compressed", False) else Image
-        self.subscribers.append(rospy.Subscriber("image", image_class, self._on_image, queue_size=1000,
-                                                 buff_size=2**26, tcp_nodelay=True))
+        self.subscribers.append(
+            rospy.Subscriber("image", image_class, self._on_image, queue_size=1000, buff_size=2**26, tcp_nodelay=True)
+        )
         self.started = time.monotonic()
 
     def _on_image(self, msg: Image) -> None:
@@ -104,9 +108,13 @@ class EvalRecorder:
             sub.unregister()
         with self.lock:
             self.bag.close()
-            timing = {"expected_frames": self.expected, "inputs": {str(k): v for k, v in self.inputs.items()},
-                      "outputs": {topic: {str(k): v for k, v in arrivals.items()}
-                                  for topic, arrivals in self.outputs.items()}}
+            timing = {
+                "expected_frames": self.expected,
+                "inputs": {str(k): v for k, v in self.inputs.items()},
+                "outputs": {
+                    topic: {str(k): v for k, v in arrivals.items()} for topic, arrivals in self.outputs.items()
+                },
+            }
         with open(self.timing_path, "w") as handle:
             json.dump(timing, handle)
 
@@ -121,7 +129,10 @@ def main() -> int:
             time.sleep(0.1)  # wall time: the sim clock stops when the bag ends
     finally:
         recorder.close()
-    rospy.loginfo("eval_recorder: %d input frames, outputs %s", len(recorder.inputs),
-                  {t: len(a) for t, a in recorder.outputs.items()})
+    rospy.loginfo(
+        "eval_recorder: %d input frames, outputs %s",
+        len(recorder.inputs),
+        {t: len(a) for t, a in recorder.outputs.items()},
+    )
     rospy.signal_shutdown("recording complete")
     return 0

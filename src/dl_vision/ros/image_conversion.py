@@ -146,9 +146,7 @@ def _mask_window(box: np.ndarray, width: int, height: int) -> Tuple[int, int, in
     return x0, y0, x1, y1
 
 
-def detections_to_msg(
-    detections: Detections, header: Header, width: int, height: int, model: str
-) -> DetectionArray:
+def detections_to_msg(detections: Detections, header: Header, width: int, height: int, model: str) -> DetectionArray:
     """Build the ``DetectionArray`` of one frame.
 
     Instance masks are cropped to the pixel window covering each box (mask

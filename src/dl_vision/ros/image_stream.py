@@ -75,8 +75,15 @@ def _compressed(image: np.ndarray, quality: int) -> CompressedImage:
     return CompressedImage(format="jpeg", data=data.tobytes())
 
 
-def run(frames: Sequence[Tuple[str, np.ndarray]], rate_hz: float, loops: int, transport: str, frame_id: str,
-        wait_seconds: float, quality: int = 90) -> int:
+def run(
+    frames: Sequence[Tuple[str, np.ndarray]],
+    rate_hz: float,
+    loops: int,
+    transport: str,
+    frame_id: str,
+    wait_seconds: float,
+    quality: int = 90,
+) -> int:
     """Publish ``frames`` on ``image`` (or ``image/compressed``); returns the number published."""
     if transport == "compressed":
         topic = rospy.resolve_name("image") + "/compressed"
@@ -92,8 +99,9 @@ def run(frames: Sequence[Tuple[str, np.ndarray]], rate_hz: float, loops: int, tr
     while publisher.get_num_connections() == 0 and time.monotonic() < deadline and not rospy.is_shutdown():
         time.sleep(0.05)
     if publisher.get_num_connections() == 0:
-        rospy.logwarn("%s: nobody subscribed to %s after %.0f s; publishing anyway",
-                      rospy.get_name(), topic, wait_seconds)
+        rospy.logwarn(
+            "%s: nobody subscribed to %s after %.0f s; publishing anyway", rospy.get_name(), topic, wait_seconds
+        )
     period = rospy.Rate(rate_hz)
     published, loop = 0, 0
     while (loops <= 0 or loop < loops) and not rospy.is_shutdown():

@@ -333,8 +333,14 @@ class VisionNode:
                 camera.vision_pub.publish(to_detection2d_array(self.vision_msgs, detections, header))
         want_annotated = camera.annotated_pub.get_num_connections() > 0
         segmentation: Optional[Segmentation] = None
-        if self.segmenter is not None and self.segmenter.enabled and (
-            want_annotated or camera.class_map_pub.get_num_connections() or camera.color_mask_pub.get_num_connections()
+        if (
+            self.segmenter is not None
+            and self.segmenter.enabled
+            and (
+                want_annotated
+                or camera.class_map_pub.get_num_connections()
+                or camera.color_mask_pub.get_num_connections()
+            )
         ):
             segmentation = self.segmenter.model(image)
             if camera.class_map_pub.get_num_connections():
@@ -433,4 +439,3 @@ def main(name: str, detect: bool, segment: bool, argv: Sequence[str]) -> int:
         return 1
     rospy.spin()
     return 0
-
