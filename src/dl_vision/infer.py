@@ -24,8 +24,9 @@ from typing import Any, Dict, List, Optional, Union
 import cv2
 import numpy as np
 
-from dl_vision import annotate, assets
+from dl_vision import assets
 from dl_vision.errors import DlVisionError, ImageConversionError
+from dl_vision.frame_processor import FrameProcessor, Outputs
 from dl_vision.pipeline import Detector, Segmenter
 from dl_vision.spec import load_spec
 from dl_vision.structures import Detections, Segmentation, class_name
@@ -120,26 +121,26 @@ def run(args: argparse.Namespace) -> int:
         model.options.mask_threshold = args.mask_threshold
     if args.out_dir is not None:
         args.out_dir.mkdir(parents=True, exist_ok=True)
+    detecting = spec.task == "detection"
+    processor = FrameProcessor(model) if detecting else FrameProcessor(None, model)
+    outputs = Outputs(class_map=not detecting, annotated=not args.no_annotate)
     for name in args.images:
         path = resolve_image(name)
-        image = read_image(path)
-        result = model(image)
+        (result,) = processor.process([read_image(path)], outputs)
         record: Dict[str, Any] = {
             "image": str(path),
             "model": spec.name,
-            "width": int(image.shape[1]),
-            "height": int(image.shape[0]),
+            "width": result.width,
+            "height": result.height,
         }
-        if isinstance(result, Detections):
-            record["detections"] = detections_record(result)
-            drawn = annotate.draw_detections(image, result)
+        if detecting:
+            record["detections"] = detections_record(result.detections)
         else:
-            record["class_fractions"] = segmentation_record(result)
-            drawn = annotate.overlay_segmentation(image, result)
-        record["timings_ms"] = {stage: round(ms, 3) for stage, ms in model.timings.items()}
+            record["class_fractions"] = segmentation_record(result.segmentation)
+        record["timings_ms"] = {stage: round(ms, 3) for stage, ms in processor.timings.items()}
         if not args.no_annotate:
             target = annotated_path(name, path, args.out_dir)
-            if not cv2.imwrite(str(target), drawn):
+            if not cv2.imwrite(str(target), result.annotated):
                 raise ImageConversionError(
                     "annotated image %s: expected a writable path, found it not written" % target
                 )

@@ -30,8 +30,8 @@ from std_msgs.msg import Header
 from vision_test_support import Collector, FramePublisher, diagnostics_collector, frame_counters, sample_image
 
 import rostest
+from dl_vision.messages import bgr_to_image_msg
 from dl_vision.msg import DetectionArray
-from dl_vision.ros.image_conversion import bgr_to_image_msg
 
 #: Encodings a camera could plausibly send: ours, ones the node does not decode, and nonsense.
 ENCODINGS = (

@@ -27,8 +27,8 @@ from vision_test_support import (
 )
 
 import rostest
+from dl_vision.messages import bgr_to_image_msg
 from dl_vision.msg import DetectionArray
-from dl_vision.ros.image_conversion import bgr_to_image_msg
 
 
 def _bad_raw_frames(good: Image):

@@ -16,8 +16,8 @@ from sensor_msgs.msg import Image
 from vision_test_support import Collector, FramePublisher, sample_image
 
 import rostest
+from dl_vision.messages import mono8_to_array
 from dl_vision.msg import DetectionArray
-from dl_vision.ros.image_conversion import image_to_bgr
 
 
 class ReconfigureTest(unittest.TestCase):
@@ -45,7 +45,7 @@ class ReconfigureTest(unittest.TestCase):
         stamp = self.camera.publish(self.message)
         self.assertIsNotNone(self.detections.wait_for(lambda m: m.header.stamp == stamp))
         class_map = self.class_maps.wait_for(lambda m: m.header.stamp == stamp, timeout=2.0)
-        return None if class_map is None else int((image_to_bgr(class_map)[:, :, 0] > 0).sum())
+        return None if class_map is None else int((mono8_to_array(class_map) > 0).sum())
 
     def _set(self, client=None, **values) -> None:
         applied = (client or self.client).update_configuration(values)

@@ -19,8 +19,8 @@ from sensor_msgs.msg import Image
 from vision_test_support import Collector, FramePublisher, astronaut_face_box, iou, sample_image
 
 import rostest
+from dl_vision.messages import mono8_to_array
 from dl_vision.msg import DetectionArray, LabelTable
-from dl_vision.ros.image_conversion import image_to_bgr
 
 #: Time to wait after an answer for a (wrong) second answer to the same frame.
 DUPLICATE_WINDOW = 0.5
@@ -65,7 +65,7 @@ class VisionOutputsTest(unittest.TestCase):
             self.assertEqual(class_map.encoding, "mono8")
             self.assertEqual((class_map.width, class_map.height), (512, 512))
             self.assertEqual(class_map.header.frame_id, "test_camera_optical")
-            pixels = image_to_bgr(class_map)[:, :, 0]
+            pixels = mono8_to_array(class_map)
             face = astronaut_face_box().astype(int)
             person_in_face = np.mean(pixels[face[1] : face[3], face[0] : face[2]] > 0)
             self.assertGreater(person_in_face, 0.8, "the face region should be segmented as person")

@@ -16,7 +16,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CompressedImage, Image
 
 from dl_vision import assets
-from dl_vision.ros.image_conversion import bgr_to_image_msg
+from dl_vision.messages import bgr_to_image_msg
 
 REFERENCE_FILE = Path(__file__).resolve().parents[1] / "fixtures" / "astronaut_reference.yaml"
 #: How long a test waits for a node to connect (model loading included) and for one answer.

@@ -9,8 +9,9 @@ import pytest
 
 from dl_vision.benchmark.frames import parse_size, sample_frame
 from dl_vision.benchmark.procfs import ProcessSampler, read_cpu_seconds, read_rss_bytes
-from dl_vision.benchmark.summary import latency_growth, markdown_tables, ratio, summarize_ms
+from dl_vision.benchmark.summary import PIPELINE_STAGES, latency_growth, markdown_tables, ratio
 from dl_vision.errors import ConfigError
+from dl_vision.latency import summarize_ms
 
 
 def test_summary_percentiles_match_numpy() -> None:
@@ -95,9 +96,7 @@ def test_markdown_tables_hold_one_row_per_size_and_per_node_run() -> None:
         "config": {"size": "640x480", "cameras": 1},
         "model_only": {"inference_ms": stage},
         "pipeline": {
-            "stages_ms": {
-                s: stage for s in ("deserialize", "decode", "preprocess", "inference", "postprocess", "message_build")
-            },
+            "stages_ms": {s: stage for s in PIPELINE_STAGES},
             "overhead_ms": stage,
             "total_ms": stage,
         },

@@ -1,8 +1,8 @@
-"""In-process measurements: the model alone, and the node's whole per-frame pipeline.
+"""In-process measurements: the model alone, and the node's whole per-frame work.
 
-No master and no rospy: messages are serialised and deserialised with the
-generated message classes, as rospy does on either side of a connection, so the
-stages a node pays for can be timed one by one on the same frame.
+No master and no rospy: the frame is serialised as rospy would send it, and the node's own
+:class:`~dl_vision.frame_processor.FrameProcessor` deserialises, decodes, runs the model and builds
+the output messages, reporting each stage's time, so the figures are the node's, not a copy's.
 """
 
 from __future__ import annotations
@@ -13,22 +13,14 @@ from typing import Dict, List
 
 import numpy as np
 from sensor_msgs.msg import Image
-from std_msgs.msg import Header
 
-from dl_vision.benchmark.summary import summarize_ms
+from dl_vision import messages
+from dl_vision.benchmark.summary import PIPELINE_STAGES, summarize_ms
+from dl_vision.frame_processor import FrameProcessor
 from dl_vision.pipeline import Detector
-from dl_vision.ros.image_conversion import bgr_to_image_msg, detections_to_msg, image_to_bgr
 
-#: Stages of one frame through the node, in order (milliseconds each).
-PIPELINE_STAGES = ("deserialize", "decode", "preprocess", "inference", "postprocess", "message_build")
 #: The stages counted as our node's overhead: everything but the model and rospy's transport.
-OVERHEAD_STAGES = ("decode", "preprocess", "postprocess", "message_build")
-
-
-def _serialize(msg) -> bytes:
-    buffer = io.BytesIO()
-    msg.serialize(buffer)
-    return buffer.getvalue()
+OVERHEAD_STAGES = ("decode", "detector/preprocess", "detector/postprocess", "message_build")
 
 
 def measure_model_only(detector: Detector, frame: np.ndarray, iterations: int, warmup: int = 10) -> Dict[str, object]:
@@ -51,43 +43,23 @@ def measure_model_only(detector: Detector, frame: np.ndarray, iterations: int, w
 def measure_pipeline(detector: Detector, frame: np.ndarray, iterations: int, warmup: int = 10) -> Dict[str, object]:
     """Time each stage ``detector_node`` runs per frame, on the serialised ``frame``.
 
-    Stages: ``deserialize`` (bytes to ``sensor_msgs/Image``, done by rospy's
-    receive thread), ``decode`` (message to pixels), the detector's
-    ``preprocess``/``inference``/``postprocess``, and ``message_build``
-    (``DetectionArray`` built and serialised, as ``publish`` does).
-
     Returns:
-        ``{"stages_ms": {stage: summary}, "total_ms": summary, "overhead_ms":
-        summary, "detections": n}``; ``overhead_ms`` sums :data:`OVERHEAD_STAGES`
-        per frame (so its median is a real frame's, not a sum of medians).
+        ``{"stages_ms": {stage: summary}, "total_ms": summary, "overhead_ms": summary,
+        "detections": n}``; ``overhead_ms`` sums :data:`OVERHEAD_STAGES` per frame (so its
+        median is a real frame's, not a sum of medians).
     """
-    wire = _serialize(bgr_to_image_msg(frame, Header(frame_id="bench_camera")))
+    processor = FrameProcessor(detector)
+    types = messages.genpy_types()
+    buffer = io.BytesIO()
+    messages.bgr_to_image_msg(frame, messages.make_header(frame_id="bench_camera")).serialize(buffer)
+    wire = buffer.getvalue()
     rows: List[List[float]] = []
     found = 0
     for i in range(warmup + iterations):
-        t0 = time.perf_counter()
-        msg = Image().deserialize(wire)
-        t1 = time.perf_counter()
-        image = image_to_bgr(msg, copy=False)
-        t2 = time.perf_counter()
-        detections = detector(image)
-        t3 = time.perf_counter()
-        _serialize(detections_to_msg(detections, msg.header, msg.width, msg.height, detector.spec.name))
-        t4 = time.perf_counter()
-        if i < warmup:
-            continue
-        stages = detector.timings
-        rows.append(
-            [
-                (t1 - t0) * 1e3,
-                (t2 - t1) * 1e3,
-                stages["preprocess"],
-                stages["inference"],
-                stages["postprocess"],
-                (t4 - t3) * 1e3,
-            ]
-        )
-        found = len(detections)
+        result = processor.process_serialized(wire, Image, types=types)
+        if i >= warmup:
+            rows.append([processor.timings[stage] for stage in PIPELINE_STAGES])
+            found = len(result.detections)
     table = np.asarray(rows, dtype=np.float64).reshape(-1, len(PIPELINE_STAGES))
     overhead_columns = [PIPELINE_STAGES.index(s) for s in OVERHEAD_STAGES]
     return {

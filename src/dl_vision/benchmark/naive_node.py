@@ -22,7 +22,8 @@ from cv_bridge import CvBridge
 from sensor_msgs.msg import Image
 
 from dl_vision.errors import DlVisionError
-from dl_vision.msg import Detection, DetectionArray
+from dl_vision.messages import detections_to_msg
+from dl_vision.msg import DetectionArray
 from dl_vision.pipeline import Detector
 
 
@@ -47,16 +48,7 @@ class NaiveDetectorNode:
         """Convert, detect and publish, all on rospy's receive thread."""
         image = self.bridge.imgmsg_to_cv2(msg, "bgr8")
         detections = self.detector(image)
-        out = DetectionArray(
-            header=msg.header, image_width=msg.width, image_height=msg.height, model=self.detector.spec.name
-        )
-        for box, score, name, class_id in zip(
-            detections.xyxy.tolist(), detections.score.tolist(), detections.class_names, detections.class_id.tolist()
-        ):
-            det = Detection(class_id=class_id, class_name=name, score=score)
-            det.x_min, det.y_min, det.x_max, det.y_max = box
-            out.detections.append(det)
-        publisher.publish(out)
+        publisher.publish(detections_to_msg(detections, msg.header, msg.width, msg.height, self.detector.spec.name))
 
 
 def main(argv: Sequence[str]) -> int:

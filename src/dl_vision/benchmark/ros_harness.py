@@ -26,8 +26,8 @@ from std_msgs.msg import Header
 from dl_vision.benchmark.procfs import ProcessSampler
 from dl_vision.benchmark.summary import latency_growth, summarize_ms
 from dl_vision.errors import ConfigError
+from dl_vision.messages import bgr_to_image_msg
 from dl_vision.msg import DetectionArray
-from dl_vision.ros.image_conversion import bgr_to_image_msg
 
 #: Seconds the node under test may take to import its runtime and load the model.
 STARTUP_TIMEOUT_S = 180.0

@@ -9,31 +9,15 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-#: Percentiles every latency summary reports.
-PERCENTILES = (50, 90, 99)
-
-
-def summarize_ms(samples_ms: Sequence[float]) -> Dict[str, Optional[float]]:
-    """Count, mean, p50/p90/p99 and max of samples in milliseconds.
-
-    Args:
-        samples_ms: durations in milliseconds, any order.
-
-    Returns:
-        ``{"n", "mean", "p50", "p90", "p99", "max"}``; every statistic is None when
-        there are no samples (a run that produced nothing must not read as 0 ms).
-    """
-    values = np.asarray(samples_ms, dtype=np.float64).reshape(-1)
-    out: Dict[str, Optional[float]] = {"n": int(values.size)}
-    if values.size == 0:
-        out.update({"mean": None, "max": None})
-        out.update({"p%d" % p: None for p in PERCENTILES})
-        return out
-    out["mean"] = round(float(values.mean()), 3)
-    for p, v in zip(PERCENTILES, np.percentile(values, PERCENTILES)):
-        out["p%d" % p] = round(float(v), 3)
-    out["max"] = round(float(values.max()), 3)
-    return out
+#: Stages of one frame through the node, in order: the frame processor's stage names.
+PIPELINE_STAGES = (
+    "deserialize",
+    "decode",
+    "detector/preprocess",
+    "detector/inference",
+    "detector/postprocess",
+    "message_build",
+)
 
 
 def latency_growth(
@@ -102,10 +86,7 @@ def markdown_tables(runs: Sequence[dict]) -> str:
             % (
                 size,
                 _cell(run["model_only"]["inference_ms"]["p50"], 2),
-                *(
-                    _cell(stages[s]["p50"], 2)
-                    for s in ("deserialize", "decode", "preprocess", "inference", "postprocess", "message_build")
-                ),
+                *(_cell(stages[s]["p50"], 2) for s in PIPELINE_STAGES),
                 _cell(run["pipeline"]["overhead_ms"]["p50"], 2),
                 _cell(run["pipeline"]["overhead_ms"]["p90"], 2),
                 _cell(run["pipeline"]["total_ms"]["p50"], 2),

@@ -20,8 +20,8 @@ import numpy as np
 import rospy
 from sensor_msgs.msg import Image
 
+from dl_vision.messages import image_to_bgr, mono8_to_array
 from dl_vision.msg import DetectionArray, LabelTable
-from dl_vision.ros.image_conversion import image_to_bgr
 
 FrameKey = Tuple[int, str]
 
@@ -101,7 +101,7 @@ class DemoReporter:
 
     def _report(self, parts: Dict[str, object]) -> None:
         detections = parts.get("detections")
-        class_map = image_to_bgr(parts["class_map"])[:, :, 0] if "class_map" in parts else None
+        class_map = mono8_to_array(parts["class_map"]) if "class_map" in parts else None
         header = next(iter(parts.values())).header
         latency = rospy.get_time() - header.stamp.to_sec()
         self.latencies.append(latency)

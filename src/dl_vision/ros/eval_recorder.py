@@ -26,11 +26,8 @@ import rosbag
 import rospy
 from sensor_msgs.msg import CompressedImage, Image
 
+from dl_vision.messages import stamp_to_ns
 from dl_vision.msg import DetectionArray, LabelTable
-
-
-def _stamp_ns(header) -> int:
-    return int(header.stamp.secs) * 1_000_000_000 + int(header.stamp.nsecs)
 
 
 class EvalRecorder:
@@ -81,14 +78,14 @@ class EvalRecorder:
     def _on_image(self, msg: Image) -> None:
         now = time.monotonic()
         with self.lock:
-            self.inputs.setdefault(_stamp_ns(msg.header), now)
+            self.inputs.setdefault(stamp_to_ns(msg.header.stamp), now)
             self.first_arrival = self.first_arrival or now
             self.last_arrival = now
 
     def _on_output(self, msg, topic: str) -> None:
         now = time.monotonic()
         with self.lock:
-            self.outputs[topic].setdefault(_stamp_ns(msg.header), now)
+            self.outputs[topic].setdefault(stamp_to_ns(msg.header.stamp), now)
             self.last_arrival = self.last_output = now
             self.bag.write(topic, msg, msg.header.stamp if not msg.header.stamp.is_zero() else rospy.Time(0, 1))
 

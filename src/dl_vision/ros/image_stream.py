@@ -18,9 +18,8 @@ import numpy as np
 import rospy
 from sensor_msgs.msg import CompressedImage, Image
 
-from dl_vision import assets
+from dl_vision import assets, messages
 from dl_vision.errors import AssetError, ConfigError, DlVisionError
-from dl_vision.ros.image_conversion import bgr_to_image_msg
 
 DEFAULT_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "camera")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -68,13 +67,6 @@ def load_frames(sources: Sequence[str]) -> List[Tuple[str, np.ndarray]]:
     return frames
 
 
-def _compressed(image: np.ndarray, quality: int) -> CompressedImage:
-    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise AssetError("JPEG encoding failed for a %s image" % (image.shape,))
-    return CompressedImage(format="jpeg", data=data.tobytes())
-
-
 def run(
     frames: Sequence[Tuple[str, np.ndarray]],
     rate_hz: float,
@@ -88,11 +80,13 @@ def run(
     if transport == "compressed":
         topic = rospy.resolve_name("image") + "/compressed"
         publisher = rospy.Publisher(topic, CompressedImage, queue_size=2)
-        messages: List[Union[Image, CompressedImage]] = [_compressed(image, quality) for _, image in frames]
+        outgoing: List[Union[Image, CompressedImage]] = [
+            messages.bgr_to_compressed_msg(image, "jpeg", quality=quality) for _, image in frames
+        ]
     elif transport == "raw":
         topic = rospy.resolve_name("image")
         publisher = rospy.Publisher(topic, Image, queue_size=2)
-        messages = [bgr_to_image_msg(image) for _, image in frames]
+        outgoing = [messages.bgr_to_image_msg(image) for _, image in frames]
     else:
         raise ConfigError("~transport: expected raw|compressed, found %r" % (transport,))
     deadline = time.monotonic() + wait_seconds
@@ -105,7 +99,7 @@ def run(
     period = rospy.Rate(rate_hz)
     published, loop = 0, 0
     while (loops <= 0 or loop < loops) and not rospy.is_shutdown():
-        for (name, _image), message in zip(frames, messages):
+        for (name, _image), message in zip(frames, outgoing):
             if rospy.is_shutdown():
                 break
             message.header.stamp = rospy.Time.now()

@@ -36,21 +36,14 @@ from dynamic_reconfigure.server import Server as ReconfigureServer
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from dl_vision import annotate
+from dl_vision import messages
 from dl_vision.cfg import DetectorConfig, SegmenterConfig
 from dl_vision.errors import ConfigError, DlVisionError, ImageConversionError
+from dl_vision.frame_processor import FrameProcessor, Outputs
 from dl_vision.msg import DetectionArray, LabelTable
 from dl_vision.pipeline import Detector, Segmenter
-from dl_vision.ros.image_conversion import (
-    bgr_to_image_msg,
-    class_map_to_msg,
-    compressed_to_bgr,
-    detections_to_msg,
-    image_to_bgr,
-    label_table_msg,
-)
 from dl_vision.ros.latest_frame import FrameCounters, LatestFrameWorker
-from dl_vision.structures import Detections, Segmentation
+from dl_vision.structures import Detections
 
 TRANSPORTS = ("raw", "compressed")
 #: Interpreter thread switch interval (CPython's default is 5 ms). rospy's receive thread and the
@@ -135,15 +128,24 @@ class _Camera:
         self.annotated_pub = rospy.Publisher(prefix + "annotated", Image, queue_size=2)
         self.subscriber: Optional[rospy.Subscriber] = None
 
+    def wanted(self) -> Outputs:
+        """The optional outputs someone subscribes to now."""
+        return Outputs(
+            class_map=self.class_map_pub is not None and self.class_map_pub.get_num_connections() > 0,
+            color_mask=self.color_mask_pub is not None and self.color_mask_pub.get_num_connections() > 0,
+            annotated=self.annotated_pub.get_num_connections() > 0,
+        )
 
-class _Task:
-    """One model with its live settings (changed by dynamic_reconfigure on another thread)."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.enabled = True
-        self.class_filter: Optional[Tuple[str, ...]] = None
-        self.mask_alpha = 0.5
+    def publish(self, built: Any) -> None:
+        """Publish the :class:`~dl_vision.frame_processor.FrameMessages` that were built."""
+        for publisher, msg in (
+            (self.detections_pub, built.detections),
+            (self.class_map_pub, built.class_map),
+            (self.color_mask_pub, built.color_mask),
+            (self.annotated_pub, built.annotated),
+        ):
+            if msg is not None:
+                publisher.publish(msg)
 
 
 class VisionNode:
@@ -167,19 +169,21 @@ class VisionNode:
         self.cameras = [
             _Camera(name, topic, detect, segment, self.vision_msgs) for name, topic in self._camera_topics()
         ]
-        self.detector: Optional[_Task] = self._load_detector() if detect else None
-        self.segmenter: Optional[_Task] = self._load_segmenter() if segment else None
+        self.processor = FrameProcessor(
+            self._load_detector() if detect else None, self._load_segmenter() if segment else None
+        )
+        self.types = messages.genpy_types()
         self._latched = []
-        for task, topic in ((self.detector, "~labels"), (self.segmenter, "~segmentation_labels")):
-            if task is not None:
+        for model, topic in ((self.processor.detector, "~labels"), (self.processor.segmenter, "~segmentation_labels")):
+            if model is not None:
                 publisher = rospy.Publisher(topic, LabelTable, queue_size=1, latch=True)
-                publisher.publish(label_table_msg(task.model.labels, task.model.spec.name))
+                publisher.publish(messages.label_table_msg(model.labels, model.spec.name))
                 self._latched.append(publisher)
 
         self._reconfigure = []
-        if self.detector is not None:
+        if detect:
             self._reconfigure.append(ReconfigureServer(DetectorConfig, self._on_detector_config, namespace="~detector"))
-        if self.segmenter is not None:
+        if segment:
             self._reconfigure.append(
                 ReconfigureServer(SegmenterConfig, self._on_segmenter_config, namespace="~segmenter")
             )
@@ -217,31 +221,31 @@ class VisionNode:
         rospy.loginfo(
             "%s: %s on %s (%s)",
             rospy.get_name(),
-            " + ".join(t.model.spec.name for t in (self.detector, self.segmenter) if t is not None),
+            " + ".join(model.spec.name for model in self.processor.models),
             ", ".join(camera.image_topic for camera in self.cameras),
             self.transport,
         )
 
     # -- setup ---------------------------------------------------------------------------
     @staticmethod
-    def _load_detector() -> _Task:
-        task = _Task(Detector.from_spec(str(rospy.get_param("~detector/model", "face")), **_runtime("~detector/")))
-        options = task.model.options
+    def _load_detector() -> Detector:
+        detector = Detector.from_spec(str(rospy.get_param("~detector/model", "face")), **_runtime("~detector/"))
+        options = detector.options
         # The spec's thresholds are the defaults; dynamic_reconfigure reads these
         # parameters at start, so seed the ones the user did not set.
         for key, value in (("score_threshold", options.score_threshold), ("nms_iou", options.nms_iou)):
             if not rospy.has_param("~detector/" + key):
                 rospy.set_param("~detector/" + key, float(value))
         options.max_detections = int(rospy.get_param("~detector/max_detections", options.max_detections))
-        return task
+        return detector
 
     @staticmethod
-    def _load_segmenter() -> _Task:
+    def _load_segmenter() -> Segmenter:
         model = str(rospy.get_param("~segmenter/model", "person_segmentation"))
-        task = _Task(Segmenter.from_spec(model, **_runtime("~segmenter/")))
+        segmenter = Segmenter.from_spec(model, **_runtime("~segmenter/"))
         if not rospy.has_param("~segmenter/threshold"):
-            rospy.set_param("~segmenter/threshold", float(task.model.options.mask_threshold))
-        return task
+            rospy.set_param("~segmenter/threshold", float(segmenter.options.mask_threshold))
+        return segmenter
 
     def _camera_topics(self) -> List[Tuple[str, str]]:
         """``(camera name, resolved input topic)`` per camera; name "" for the single ``image`` topic."""
@@ -272,33 +276,34 @@ class VisionNode:
 
     # -- live settings -------------------------------------------------------------------
     def _on_detector_config(self, config: Any, _level: int) -> Any:
-        task = self.detector
-        task.enabled = bool(config.enabled)
-        task.model.options.score_threshold = float(config.score_threshold)
-        task.model.options.nms_iou = float(config.nms_iou)
-        task.class_filter = parse_class_filter(config.class_filter)
+        processor = self.processor
+        processor.detector.options.score_threshold = float(config.score_threshold)
+        processor.detector.options.nms_iou = float(config.nms_iou)
+        processor.class_filter = parse_class_filter(config.class_filter)
+        processor.detector_enabled = bool(config.enabled)
         return config
 
     def _on_segmenter_config(self, config: Any, _level: int) -> Any:
-        task = self.segmenter
-        task.enabled = bool(config.enabled)
-        task.model.options.mask_threshold = float(config.threshold)
-        task.mask_alpha = float(config.mask_alpha)
+        processor = self.processor
+        processor.segmenter.options.mask_threshold = float(config.threshold)
+        processor.mask_alpha = float(config.mask_alpha)
+        processor.segmenter_enabled = bool(config.enabled)
         return config
 
     # -- frames --------------------------------------------------------------------------
     def _on_image(self, msg: Any, camera: _Camera) -> None:
         """Subscriber callback (rospy's receive thread): keep the camera's newest frame, nothing else."""
-        if not any(t is not None and t.enabled for t in (self.detector, self.segmenter)):
+        processor = self.processor
+        if not (processor.detector_enabled or processor.segmenter_enabled):
             self.worker.drop(camera.name)
             return
         self.worker.put((camera, msg), camera.name)
 
-    def _deserialize(self, raw: rospy.AnyMsg) -> Any:
-        """The ``Image``/``CompressedImage`` in a frame's bytes, after checking the publisher's type.
+    def _check_type(self, raw: rospy.AnyMsg) -> None:
+        """Check that the publisher of a frame's bytes sends the message type this node decodes.
 
         Raises:
-            ImageConversionError: the publisher sends another type, or the bytes do not parse.
+            ImageConversionError: the publisher sends another type (e.g. JPEGs to a raw node).
         """
         expected = self.message_class
         connection = getattr(raw, "_connection_header", None) or {}
@@ -308,53 +313,18 @@ class VisionNode:
                 "input type: expected %s (md5 %s), found %s (md5 %s) from %s"
                 % (expected._type, expected._md5sum, found, connection.get("md5sum", "?"), connection.get("callerid"))
             )
-        try:
-            return expected().deserialize(raw._buff)
-        except genpy.DeserializationError as err:
-            raise ImageConversionError("input message: cannot deserialise %s: %s" % (expected._type, err)) from None
 
     def _process(self, item: Tuple[_Camera, rospy.AnyMsg]) -> None:
-        """Worker thread: deserialise, decode, infer, publish one frame's outputs on its camera's topics."""
+        """Worker thread: one frame through the processor, its messages on its camera's topics."""
         started = time.monotonic()
         camera, raw = item
-        msg = self._deserialize(raw)
-        # A view of the message's bytes where possible: the models and annotators only read it.
-        image = compressed_to_bgr(msg) if self.transport == "compressed" else image_to_bgr(msg, copy=False)
-        header = msg.header
-        height, width = image.shape[:2]
-        detections: Optional[Detections] = None
-        if self.detector is not None and self.detector.enabled:
-            detections = self.detector.model(image)
-            if self.detector.class_filter:
-                detections = detections.filter(classes=self.detector.class_filter)
-            model_name = self.detector.model.spec.name
-            camera.detections_pub.publish(detections_to_msg(detections, header, width, height, model_name))
-            if camera.vision_pub is not None:
-                camera.vision_pub.publish(to_detection2d_array(self.vision_msgs, detections, header))
-        want_annotated = camera.annotated_pub.get_num_connections() > 0
-        segmentation: Optional[Segmentation] = None
-        if (
-            self.segmenter is not None
-            and self.segmenter.enabled
-            and (
-                want_annotated
-                or camera.class_map_pub.get_num_connections()
-                or camera.color_mask_pub.get_num_connections()
-            )
-        ):
-            segmentation = self.segmenter.model(image)
-            if camera.class_map_pub.get_num_connections():
-                camera.class_map_pub.publish(class_map_to_msg(segmentation, header))
-            if camera.color_mask_pub.get_num_connections():
-                camera.color_mask_pub.publish(bgr_to_image_msg(annotate.colorize_segmentation(segmentation), header))
-        if want_annotated:
-            annotated = image
-            if segmentation is not None:
-                annotated = annotate.overlay_segmentation(annotated, segmentation, self.segmenter.mask_alpha)
-            if detections is not None:
-                annotated = annotate.draw_detections(annotated, detections)
-            camera.annotated_pub.publish(bgr_to_image_msg(annotated, header))
-        latency = (rospy.Time.now() - header.stamp).to_sec() if header.stamp else float("nan")
+        self._check_type(raw)
+        result = self.processor.process_serialized(raw._buff, self.message_class, camera.wanted(), self.types)
+        camera.publish(result.messages)
+        if camera.vision_pub is not None and result.detections is not None:
+            camera.vision_pub.publish(to_detection2d_array(self.vision_msgs, result.detections, result.header))
+        stamp = result.header.stamp
+        latency = (rospy.Time.now() - stamp).to_sec() if stamp else float("nan")
         with self._stats_lock:
             self._frame_seconds.append(time.monotonic() - started)
             self._latency_seconds.append(latency)
@@ -405,12 +375,16 @@ class VisionNode:
             stat.add("frame time max (ms)", "%.2f" % frame_ms.max())
             finite = latency_ms[np.isfinite(latency_ms)]
             stat.add("latency median (ms)", "%.2f" % np.median(finite) if finite.size else "n/a")
-        for prefix, task in (("detector", self.detector), ("segmenter", self.segmenter)):
-            if task is not None:
-                stat.add(prefix + " model", task.model.spec.name)
-                stat.add(prefix + " enabled", str(task.enabled))
-                for stage, milliseconds in dict(task.model.timings).items():
-                    stat.add("%s %s (ms)" % (prefix, stage), "%.2f" % milliseconds)
+        processor = self.processor
+        for prefix, model, enabled in (
+            ("detector", processor.detector, processor.detector_enabled),
+            ("segmenter", processor.segmenter, processor.segmenter_enabled),
+        ):
+            if model is not None:
+                stat.add(prefix + " model", model.spec.name)
+                stat.add(prefix + " enabled", str(enabled))
+        for stage, milliseconds in processor.timings.items():  # the last frame's stages
+            stat.add("%s (ms)" % stage.replace("/", " "), "%.2f" % milliseconds)
         return stat
 
 
