@@ -19,9 +19,10 @@ import yaml
 
 from dl_vision import assets
 from dl_vision.evaluation.bag_building import make_eval_bag
-from dl_vision.evaluation.bag_io import BagReader
-from dl_vision.evaluation.offline import GroundTruthSource, evaluate_bag
+from dl_vision.evaluation.offline import GroundTruthSource, Scoring, evaluate_bag
+from dl_vision.evaluation.predictions import ModelPredictions
 from dl_vision.evaluation.report import headline_metrics
+from dl_vision.frame_processor import FrameProcessor
 from dl_vision.pipeline import Detector, Segmenter
 
 REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "astronaut_reference.yaml"
@@ -90,6 +91,17 @@ def sample(tmp_path_factory):
     return root / "sample.bag", Path(made["ground_truth"])
 
 
+class AnsweredOnly(ModelPredictions):
+    """The model run here, on exactly the frames the live node answered (the others: no prediction)."""
+
+    def __init__(self, processor: FrameProcessor, answered) -> None:
+        super().__init__(processor, batch_size=1)
+        self.answered = answered
+
+    def predict(self, frames):
+        return [super(AnsweredOnly, self).predict([f])[0] if f.stamp_ns in self.answered else None for f in frames]
+
+
 def comparable(report):
     """Headline metrics that do not depend on timing."""
     return {
@@ -101,19 +113,24 @@ def comparable(report):
 
 def test_offline_face_model_finds_the_annotated_faces(sample):
     bag, gt = sample
-    detector = Detector.from_spec("face")
-    report = evaluate_bag(bag, TOPIC, GroundTruthSource(coco_json=gt), detector=detector, progress=False)
+    processor = FrameProcessor(Detector.from_spec("face"))
+    report = evaluate_bag(bag, TOPIC, GroundTruthSource(coco_json=gt), ModelPredictions(processor, 4), progress=False)
     metrics = headline_metrics(report)
     # The reference promises IoU >= 0.7, i.e. hits at IoU thresholds 0.50 .. 0.70: mAP >= 0.5.
     assert metrics["AP50"] == 1.0 and metrics["mAP"] >= 0.5
     assert metrics["precision"] == 1.0 and metrics["recall"] == 1.0  # no face on the other photos
-    assert report["frames"]["evaluated"] == 5
+    assert report.frames.evaluated == 5 and report.model == "face"
+    assert report.throughput.stage_ms_mean["detector/inference"] > 0
     # Batches of 4 (a full and a partial one) score exactly like frame-by-frame prediction.
-    single = evaluate_bag(bag, TOPIC, GroundTruthSource(coco_json=gt), detector=detector, batch_size=1, progress=False)
+    single = evaluate_bag(bag, TOPIC, GroundTruthSource(coco_json=gt), ModelPredictions(processor, 1), progress=False)
     assert headline_metrics(single)["mAP"] == metrics["mAP"]
     # In-bag ground truth (DetectionArray topic written by make_eval_bag) gives the same scores.
     in_bag = evaluate_bag(
-        bag, TOPIC, GroundTruthSource(detections_topic="/ground_truth/detections"), detector=detector, progress=False
+        bag,
+        TOPIC,
+        GroundTruthSource(detections_topic="/ground_truth/detections"),
+        ModelPredictions(processor),
+        progress=False,
     )
     assert comparable(in_bag) == comparable(report)
 
@@ -127,52 +144,46 @@ def _workspace_has_package() -> bool:
 @pytest.mark.skipif(not _workspace_has_package(), reason="needs the catkin workspace sourced (roslaunch dl_vision)")
 @pytest.mark.parametrize("transport", ["raw", "compressed"])
 def test_live_agrees_with_offline_and_reports_latency(sample, tmp_path, transport):
-    from dl_vision.evaluation.live import run_live
+    from dl_vision.evaluation.live import LiveSettings, run_live
 
     bag, gt = sample
     topic = TOPIC
     if transport == "compressed":
         bag, gt, topic = bag.parent / "compressed.bag", bag.parent / "compressed.gt.json", TOPIC + "/compressed"
     truth = GroundTruthSource(coco_json=gt)
-    live = run_live(bag, topic, truth, tmp_path / "live", model="face", rate=1.0, timeout_s=180)
-    assert live["live"]["received_frames"] == 5
-    processed = live["live"]["processed"]
-    assert processed + live["live"]["dropped"] == 5
-    assert processed >= 1 and live["frames"]["evaluated"] == processed
+    live = run_live(bag, topic, truth, tmp_path / "live", LiveSettings(model="face", rate=1.0, timeout_s=180))
+    assert live.mode == "live" and live.live.received_frames == 5
+    processed = live.live.processed
+    assert processed + live.live.dropped == 5
+    assert processed >= 1 and live.frames.evaluated == processed
     # Offline on exactly the frames the node processed (all of them at 5 Hz, unless the machine
     # stalled) must score the same: same model, same options, same frames.
     timing = json.loads((tmp_path / "live" / "live_timing.json").read_text())
     answered = {int(s) for s in timing["outputs"]["/eval_vision/detections"]}
     detector = Detector.from_spec("face")
     detector.options.max_detections = yaml.safe_load(DETECTOR_PARAMS.read_text())["detector"]["max_detections"]
-    with BagReader(bag) as reader:
-        offline_predictions = {
-            f.stamp_ns: (detector(f.image), None) for f in reader.frames(topic) if f.stamp_ns in answered
-        }
-    offline = evaluate_bag(bag, topic, truth, recorded=offline_predictions, progress=False)
+    offline = evaluate_bag(bag, topic, truth, AnsweredOnly(FrameProcessor(detector), answered), progress=False)
     assert comparable(live) == pytest.approx(comparable(offline))
-    assert live["detection"]["confusion"]["matrix"] == offline["detection"]["confusion"]["matrix"]
-    latency = live["live"]["latency_ms"]
+    assert live.detection.confusion["matrix"] == offline.detection.confusion["matrix"]
+    latency = live.live.latency_ms
     assert 0 < latency["p50"] <= latency["p95"] <= latency["max"]
-    assert np.isfinite(live["live"]["output_rate_hz"])
+    assert np.isfinite(live.live.output_rate_hz)
     assert (tmp_path / "live" / "live_outputs.bag").is_file()
 
 
 @pytest.mark.skipif(not _workspace_has_package(), reason="needs the catkin workspace sourced (roslaunch dl_vision)")
 def test_live_segmentation_agrees_with_offline(sample, tmp_path):
-    from dl_vision.evaluation.live import run_live
+    from dl_vision.evaluation.live import LiveSettings, run_live
 
     bag = sample[0].parent / "segmentation.bag"
     truth = GroundTruthSource(class_map_topic="/ground_truth/class_map")
-    live = run_live(bag, TOPIC, truth, tmp_path / "live", task="segment", timeout_s=180)
-    assert live["live"]["received_frames"] == 5 and live["live"]["latency_ms"]["p50"] > 0
+    live = run_live(bag, TOPIC, truth, tmp_path / "live", LiveSettings(task="segment", timeout_s=180))
+    assert live.live.received_frames == 5 and live.live.latency_ms["p50"] > 0
     timing = json.loads((tmp_path / "live" / "live_timing.json").read_text())
     answered = {int(s) for s in timing["outputs"]["/eval_vision/class_map"]}
     segmenter = Segmenter.from_spec("person_segmentation")
-    with BagReader(bag) as reader:
-        offline_predictions = {
-            f.stamp_ns: (None, segmenter(f.image)) for f in reader.frames(TOPIC) if f.stamp_ns in answered
-        }
-    offline = evaluate_bag(bag, TOPIC, truth, recorded=offline_predictions, seg_labels=segmenter.labels, progress=False)
-    assert live["segmentation"]["confusion"] == offline["segmentation"]["confusion"]
+    offline = evaluate_bag(
+        bag, TOPIC, truth, AnsweredOnly(FrameProcessor(None, segmenter), answered), Scoring(), progress=False
+    )
+    assert live.segmentation["confusion"] == offline.segmentation["confusion"]
     assert comparable(live) == pytest.approx(comparable(offline))

@@ -10,10 +10,11 @@ import pytest
 
 from dl_vision.errors import EvaluationError
 from dl_vision.evaluation.bag_building import make_eval_bag
-from dl_vision.evaluation.bag_io import BagReader, class_map_from_image, detections_from_message
+from dl_vision.evaluation.bag_io import BagReader
 from dl_vision.evaluation.cli import compare_reports_main, evaluate_main, export_bag_frames_main
 from dl_vision.evaluation.ground_truth import CocoGroundTruth
-from dl_vision.evaluation.report import write_report
+from dl_vision.evaluation.report import DetectionMetrics, FrameCounts, Report, Source, Throughput, write_report
+from dl_vision.messages import detections_from_msg, mono8_to_array
 
 
 def image_folder(path, count):
@@ -42,7 +43,7 @@ def test_make_eval_bag_keys_annotations_to_stamps_and_writes_truth_topic(tmp_pat
     assert [(i["ros_stamp_ns"], i["frame_index"]) for i in gt["images"]] == [(10**9, 0), (10**9 + 500_000_000, 2)]
     with BagReader(tmp_path / "e.bag") as reader:
         frames = list(reader.frames("/cam"))
-        truth = [detections_from_message(m) for _, _, m in reader.messages(["/ground_truth/detections"])]
+        truth = [detections_from_msg(m) for _, _, m in reader.messages(["/ground_truth/detections"])]
     assert len(frames) == 3 and frames[1].stamp_ns == 10**9 + 250_000_000
     assert [len(t) for t in truth] == [1, 0]
     np.testing.assert_allclose(truth[0].xyxy, [[10, 5, 20, 15]])
@@ -74,13 +75,21 @@ def test_export_frames_gives_a_skeleton_that_keys_back_to_the_bag(tmp_path):
     exported = cv2.imread(str(tmp_path / "out" / skeleton["images"][1]["file_name"]))
     with BagReader(tmp_path / "e.bag") as reader:
         frame = [f for f in reader.frames("/cam") if f.stamp_ns == skeleton["images"][1]["ros_stamp_ns"]][0]
-    np.testing.assert_array_equal(exported, frame.image)
+    np.testing.assert_array_equal(exported, frame.image())
 
 
 def _report(m_ap):
-    return {
-        "detection": {
-            "bbox": {
+    return Report(
+        mode="offline",
+        model="face",
+        source=Source("b.bag", "/cam", "gt.json", 0.5, 0.5),
+        frames=FrameCounts(frames=2, evaluated=2),
+        throughput=Throughput(wall_s=1.0, frames_per_s=2.0),
+        detection=DetectionMetrics(
+            images=2,
+            ground_truth_objects=2,
+            predictions=1,
+            bbox={
                 "mAP": m_ap,
                 "AP50": 0.9,
                 "AP75": 0.5,
@@ -89,7 +98,7 @@ def _report(m_ap):
                 "per_class_ap50": {"face": 0.9},
                 "pr_curve_iou50": {},
             },
-            "confusion": {
+            confusion={
                 "precision": 1.0,
                 "recall": 0.5,
                 "f1": 2 / 3,
@@ -99,8 +108,8 @@ def _report(m_ap):
                 "iou_threshold": 0.5,
                 "per_class": {},
             },
-        }
-    }
+        ),
+    )
 
 
 @pytest.mark.parametrize(
@@ -150,7 +159,7 @@ def test_make_eval_bag_writes_class_maps_named_like_the_images(tmp_path):
     with BagReader(tmp_path / "e.bag") as reader:
         ((_, _, msg),) = list(reader.messages(["/ground_truth/class_map"]))
     assert msg.header.stamp.nanosec == 100_000_000
-    np.testing.assert_array_equal(class_map_from_image(msg), class_map)
+    np.testing.assert_array_equal(mono8_to_array(msg), class_map)
     cv2.imwrite(str(tmp_path / "maps" / "img_00.png"), np.zeros((3, 3), np.uint8))
     with pytest.raises(EvaluationError, match="expected a 40x30 single-channel PNG"):
         make_eval_bag(images, tmp_path / "f.bag", "/cam", class_maps=tmp_path / "maps")

@@ -10,8 +10,9 @@ import pytest
 
 from dl_vision.errors import EvaluationError
 from dl_vision.evaluation.bag_io import BagWriter
-from dl_vision.evaluation.offline import GroundTruthSource, evaluate_bag, load_recorded
-from dl_vision.evaluation.report import check_gates, compare, headline_metrics, parse_gates, write_report
+from dl_vision.evaluation.offline import GroundTruthSource, Scoring, evaluate_bag
+from dl_vision.evaluation.predictions import RecordedPredictions
+from dl_vision.evaluation.report import Report, check_gates, compare, headline_metrics, parse_gates, write_report
 from dl_vision.structures import Detections
 
 LABELS = {0: "face", 1: "hand"}
@@ -66,9 +67,9 @@ def coco_json(path, frames, boxes_per_frame, key="stamp", categories=("face", "h
     return path
 
 
-def run(bag, truth, **kwargs):
-    recorded = load_recorded(bag, "/pred", labels=LABELS)
-    return evaluate_bag(bag, "/cam", truth, recorded=recorded, progress=False, **kwargs)
+def run(bag, truth, **scoring):
+    recorded = RecordedPredictions(bag, "/pred", detection_labels=LABELS)
+    return evaluate_bag(bag, "/cam", truth, recorded, Scoring(**scoring), progress=False)
 
 
 @pytest.mark.parametrize("key", ["stamp", "index"])
@@ -80,8 +81,8 @@ def test_perfect_predictions_give_map_one(tmp_path, key):
     metrics = headline_metrics(report)
     assert metrics["mAP"] == pytest.approx(1.0) and metrics["AP50"] == 1.0 and metrics["AP75"] == 1.0
     assert metrics["precision"] == 1.0 and metrics["recall"] == 1.0 and metrics["f1"] == 1.0
-    assert report["frames"]["evaluated"] == 5 and report["warnings"] == []
-    assert "hand" not in report["detection"]["bbox"]["pr_curve_iou50"]  # no hand truth: no curve
+    assert report.frames.evaluated == 5 and report.warnings == []
+    assert "hand" not in report.detection.bbox["pr_curve_iou50"]  # no hand truth: no curve
 
 
 def test_shifted_boxes_give_the_ap_derived_by_hand(tmp_path):
@@ -90,7 +91,7 @@ def test_shifted_boxes_give_the_ap_derived_by_hand(tmp_path):
     bag = tmp_path / "b.bag"
     write_bag(bag, 4, truth=[dets(BOX, [0])] * 4, preds=[dets(BOX + [5, 0, 5, 0], [0])] * 4)
     report = run(bag, GroundTruthSource(detections_topic="/gt"))
-    bbox = report["detection"]["bbox"]
+    bbox = report.detection.bbox
     assert (bbox["mAP"], bbox["AP50"], bbox["AP75"]) == pytest.approx((0.6, 1.0, 1.0))
 
 
@@ -101,7 +102,7 @@ def test_planted_confusion_shows_in_matrix(tmp_path):
     bag = tmp_path / "b.bag"
     write_bag(bag, 5, truth=truth, preds=preds)
     report = run(bag, GroundTruthSource(detections_topic="/gt"), class_names=["face", "hand"])
-    conf = report["detection"]["confusion"]
+    conf = report.detection.confusion
     assert conf["labels"] == ["face", "hand", "background"]
     assert conf["matrix"] == [[0, 3, 1], [0, 0, 0], [0, 1, 0]]
     assert conf["per_class"]["face"]["recall"] == 0.0 and conf["per_class"]["hand"]["precision"] == 0.0
@@ -111,8 +112,8 @@ def test_operating_threshold_filters_confusion_but_not_map(tmp_path):
     bag = tmp_path / "b.bag"
     write_bag(bag, 2, truth=[dets(BOX, [0])] * 2, preds=[dets(BOX, [0], [0.3])] * 2)
     report = run(bag, GroundTruthSource(detections_topic="/gt"), score_threshold=0.5)
-    assert report["detection"]["bbox"]["mAP"] == pytest.approx(1.0)
-    assert report["detection"]["confusion"]["recall"] == 0.0
+    assert report.detection.bbox["mAP"] == pytest.approx(1.0)
+    assert report.detection.confusion["recall"] == 0.0
 
 
 def test_segmentation_truth_topics_give_iou_by_hand(tmp_path):
@@ -122,16 +123,10 @@ def test_segmentation_truth_topics_give_iou_by_hand(tmp_path):
     pred[:, :40] = 1  # a quarter: person IoU 0.5, background IoU 80/120
     bag = tmp_path / "b.bag"
     write_bag(bag, 3, seg_truth=[gt] * 3, seg_preds=[pred] * 3)
-    recorded = load_recorded(bag, class_map_topic="/pred_classes", labels={0: "background", 1: "person"})
-    report = evaluate_bag(
-        bag,
-        "/cam",
-        GroundTruthSource(class_map_topic="/gt_classes"),
-        recorded=recorded,
-        seg_labels={0: "background", 1: "person"},
-        progress=False,
-    )
-    seg = report["segmentation"]
+    labels = {0: "background", 1: "person"}
+    recorded = RecordedPredictions(bag, class_map_topic="/pred_classes", segmentation_labels=labels)
+    report = evaluate_bag(bag, "/cam", GroundTruthSource(class_map_topic="/gt_classes"), recorded, progress=False)
+    seg = report.segmentation
     assert seg["per_class_iou"] == pytest.approx({"person": 0.5, "background": 80 / 120})
     assert seg["pixel_accuracy"] == pytest.approx(0.75)
     assert headline_metrics(report)["mIoU"] == pytest.approx((0.5 + 80 / 120) / 2)
@@ -141,10 +136,10 @@ def test_segmentation_truth_topics_give_iou_by_hand(tmp_path):
 def test_frames_without_prediction_are_counted_not_scored(tmp_path):
     bag = tmp_path / "b.bag"
     write_bag(bag, 4, truth=[dets(BOX, [0])] * 4, preds=[dets(BOX, [0])] * 4)
-    recorded = load_recorded(bag, "/pred", labels=LABELS)
-    del recorded[START + PERIOD]
-    report = evaluate_bag(bag, "/cam", GroundTruthSource(detections_topic="/gt"), recorded=recorded, progress=False)
-    assert report["frames"]["without_prediction"] == 1 and report["frames"]["evaluated"] == 3
+    recorded = RecordedPredictions(bag, "/pred", detection_labels=LABELS)
+    del recorded._by_stamp[START + PERIOD]
+    report = evaluate_bag(bag, "/cam", GroundTruthSource(detections_topic="/gt"), recorded, progress=False)
+    assert report.frames.without_prediction == 1 and report.frames.evaluated == 3
 
 
 @pytest.mark.parametrize(
@@ -174,9 +169,9 @@ def test_unusable_inputs_raise_clear_errors(tmp_path, case, message):
     else:
         write_bag(bag, 2, preds=[dets(BOX, [0])] * 2)
         gt = coco_json(tmp_path / "gt.json", 2, [[], []])
-    recorded = load_recorded(tmp_path / "b.bag", "/pred", labels=LABELS)
+    recorded = RecordedPredictions(tmp_path / "b.bag", "/pred", detection_labels=LABELS)
     with pytest.raises(EvaluationError, match=message):
-        evaluate_bag(bag, "/cam", GroundTruthSource(coco_json=gt), recorded=recorded, progress=False)
+        evaluate_bag(bag, "/cam", GroundTruthSource(coco_json=gt), recorded, progress=False)
 
 
 def test_partly_matching_truth_warns(tmp_path):
@@ -184,7 +179,7 @@ def test_partly_matching_truth_warns(tmp_path):
     write_bag(bag, 2, preds=[dets(BOX, [0])] * 2)
     gt = coco_json(tmp_path / "gt.json", 3, [[(BOX[0].tolist(), 0)]] * 3)
     report = run(bag, GroundTruthSource(coco_json=gt))
-    assert any("1 of 3 labelled images match no frame" in w for w in report["warnings"])
+    assert any("1 of 3 labelled images match no frame" in w for w in report.warnings)
 
 
 def test_report_files_compare_and_gates(tmp_path):
@@ -194,8 +189,8 @@ def test_report_files_compare_and_gates(tmp_path):
     files = write_report(report, tmp_path / "out")
     assert {p.name for p in files.values()} >= {"report.json", "report.md", "pr_curves.png", "confusion_matrix.png"}
     assert "| mAP | 0.6000 |" in files["markdown"].read_text()
-    better = json.loads(files["json"].read_text())
-    better["detection"]["bbox"]["mAP"] = 0.8
+    better = Report.from_dict(json.loads(files["json"].read_text()))
+    better.detection.bbox["mAP"] = 0.8
     rows = {name: delta for name, _, _, delta in compare(report, better)}
     assert rows["mAP"] == pytest.approx(0.2)
     assert check_gates(report, parse_gates(["mAP=0.5", "AP50=1"])) == []
@@ -234,6 +229,6 @@ def test_truth_recorded_apart_from_its_frames_still_pairs_by_stamp(tmp_path):
             if i != 2:
                 writer.write_detections("/gt", stamp, dets(BOX, [0]), 160, 120, bag_time_ns=stamp + 10**9)
     report = run(bag, GroundTruthSource(detections_topic="/gt"))
-    assert report["frames"]["evaluated"] == 4 and report["frames"]["unlabelled"] == 1
-    assert report["detection"]["bbox"]["mAP"] == pytest.approx(1.0)
-    assert any("1 of 5 frames have no ground truth" in w for w in report["warnings"])
+    assert report.frames.evaluated == 4 and report.frames.unlabelled == 1
+    assert report.detection.bbox["mAP"] == pytest.approx(1.0)
+    assert any("1 of 5 frames have no ground truth" in w for w in report.warnings)

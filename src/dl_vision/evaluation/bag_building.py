@@ -202,8 +202,9 @@ def export_bag_frames(bag, topic: str, out_dir, every: int = 1, class_names: Seq
             if frame.index % every:
                 continue
             name = "frame_%06d.png" % frame.index
-            cv2.imwrite(str(out / name), frame.image)
-            height, width = frame.image.shape[:2]
+            image = frame.image()
+            cv2.imwrite(str(out / name), image)
+            height, width = image.shape[:2]
             images.append(
                 {
                     "id": len(images) + 1,

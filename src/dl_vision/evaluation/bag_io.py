@@ -1,67 +1,60 @@
 """Reading and writing ROS 1 bags without ROS, with the ``rosbags`` library.
 
-Messages are decoded from the raw bytes in the bag: ``sensor_msgs/Image`` and
-``sensor_msgs/CompressedImage`` into BGR uint8 arrays, this package's ``DetectionArray`` into
-:class:`~dl_vision.structures.Detections`, mono8 class-map images into class-id arrays. Reading
-streams one bag chunk at a time, so memory does not grow with the length of the bag. Message
-types are taken from the definitions stored in the bag itself, so any ROS 1 bag reads without a
-built workspace; writing registers ``msg/*.msg`` of this package in a ROS 1 Noetic typestore.
+Messages come out of the bag as ``rosbags`` dataclasses, which :mod:`dl_vision.messages` reads
+like live messages (images, ``DetectionArray``, class maps). Reading streams one bag chunk at a
+time, so memory does not grow with the length of the bag. Message types are taken from the
+definitions stored in the bag itself, so any ROS 1 bag reads without a built workspace; writing
+registers ``msg/*.msg`` of this package in a ROS 1 Noetic typestore and builds messages with the
+same converters the nodes publish with.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
-import cv2
 import numpy as np
 from rosbags.rosbag1 import Reader, ReaderError, Writer, WriterError
 from rosbags.typesys import Stores, TypesysError, get_types_from_msg, get_typestore
 
-from dl_vision.errors import EvaluationError, ImageConversionError
-from dl_vision.structures import Detections, LabelTable
+from dl_vision import messages
+from dl_vision.errors import EvaluationError
+from dl_vision.structures import Detections, Segmentation
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 DETECTION_ARRAY = "dl_vision/msg/DetectionArray"
 IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
 
-# encoding -> (channels, dtype, cv2 conversion to BGR or None)
-_ENCODINGS = {
-    "bgr8": (3, np.uint8, None),
-    "rgb8": (3, np.uint8, cv2.COLOR_RGB2BGR),
-    "bgra8": (4, np.uint8, cv2.COLOR_BGRA2BGR),
-    "rgba8": (4, np.uint8, cv2.COLOR_RGBA2BGR),
-    "mono8": (1, np.uint8, cv2.COLOR_GRAY2BGR),
-    "8UC1": (1, np.uint8, cv2.COLOR_GRAY2BGR),
-    "8UC3": (3, np.uint8, None),
-    "mono16": (1, np.uint16, cv2.COLOR_GRAY2BGR),
-    "16UC1": (1, np.uint16, cv2.COLOR_GRAY2BGR),
-}
-
 
 class Frame(NamedTuple):
-    """One image read from a bag.
+    """One image message read from a bag.
 
     Attributes:
         index: position of the message among the topic's messages (0-based, bag order).
         stamp_ns: ``header.stamp`` in nanoseconds (the key outputs and ground truth share).
         bag_time_ns: time the message was recorded, nanoseconds.
         frame_id: ``header.frame_id``.
-        image: (H, W, 3) uint8 BGR pixels.
+        message: the ``Image`` or ``CompressedImage`` (a rosbags dataclass).
     """
 
     index: int
     stamp_ns: int
     bag_time_ns: int
     frame_id: str
-    image: np.ndarray
+    message: Any
 
+    def image(self) -> np.ndarray:
+        """The frame decoded to (H, W, 3) uint8 BGR (see :func:`dl_vision.messages.to_bgr`)."""
+        return messages.to_bgr(self.message)
 
-def stamp_to_ns(stamp) -> int:
-    """A rosbags ``Time`` (``sec``, ``nanosec``) -> integer nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+    def size(self) -> Tuple[int, int]:
+        """``(width, height)`` in pixels (a compressed frame is decoded for it)."""
+        if messages.is_compressed(self.message):
+            height, width = self.image().shape[:2]
+            return width, height
+        return int(self.message.width), int(self.message.height)
 
 
 def message_dir() -> Path:
@@ -88,90 +81,6 @@ def make_typestore():
         types.update(get_types_from_msg(path.read_text(), "dl_vision/msg/%s" % path.stem))
     store.register(types)
     return store
-
-
-def _data_bytes(msg) -> np.ndarray:
-    """``msg.data`` as a flat uint8 array (genpy gives ``bytes``, rosbags a numpy array)."""
-    if isinstance(msg.data, (bytes, bytearray)):
-        return np.frombuffer(msg.data, np.uint8)
-    return np.asarray(msg.data, np.uint8).reshape(-1)
-
-
-def image_to_bgr(msg) -> np.ndarray:
-    """Decode a ``sensor_msgs/Image`` or ``CompressedImage`` (rosbags or genpy object) to BGR.
-
-    Args:
-        msg: a message with ``height, width, encoding, step, is_bigendian, data`` (raw image)
-            or ``format, data`` (compressed, any format OpenCV decodes).
-
-    Returns:
-        (H, W, 3) uint8 BGR array (16-bit images are scaled to 8 bits by dropping the low byte).
-
-    Raises:
-        ImageConversionError: unknown encoding, or ``data`` disagrees with ``step * height``.
-    """
-    data = _data_bytes(msg)
-    if hasattr(msg, "format"):
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-        if image is None:
-            raise ImageConversionError(
-                "CompressedImage: OpenCV could not decode %d bytes of format %r" % (data.size, msg.format)
-            )
-        return image
-    if msg.encoding not in _ENCODINGS:
-        raise ImageConversionError("Image: expected encoding in %s, found %r" % (sorted(_ENCODINGS), msg.encoding))
-    channels, dtype, conversion = _ENCODINGS[msg.encoding]
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    itemsize = np.dtype(dtype).itemsize
-    if data.size != step * height or step < width * channels * itemsize:
-        raise ImageConversionError(
-            "Image %dx%d %s: expected %d data bytes (step %d), found %d"
-            % (width, height, msg.encoding, step * height, step, data.size)
-        )
-    rows = data.reshape(height, step)[:, : width * channels * itemsize]
-    pixels = rows.view(np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")) if itemsize > 1 else rows
-    pixels = pixels.reshape(height, width, channels)
-    if itemsize > 1:
-        pixels = (pixels >> 8).astype(np.uint8)
-    if conversion is None:
-        return np.ascontiguousarray(pixels)
-    return cv2.cvtColor(pixels, conversion)
-
-
-def class_map_from_image(msg) -> np.ndarray:
-    """A mono8 / 8UC1 class-map ``Image`` -> (H, W) uint8 class ids (step honoured)."""
-    if msg.encoding not in ("mono8", "8UC1"):
-        raise ImageConversionError("class map: expected a mono8 image, found encoding %r" % msg.encoding)
-    data = _data_bytes(msg)
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if data.size != step * height or step < width:
-        raise ImageConversionError(
-            "class map %dx%d: expected %d data bytes, found %d" % (width, height, step * height, data.size)
-        )
-    return data.reshape(height, step)[:, :width].copy()
-
-
-def detections_from_message(msg, labels: Optional[LabelTable] = None) -> Detections:
-    """A ``DetectionArray`` (rosbags or genpy object) -> :class:`Detections` in image pixels.
-
-    Instance masks (a mono8 crop at ``mask_x, mask_y``) are pasted into full
-    ``image_height x image_width`` masks when every detection has one.
-    """
-    dets = list(msg.detections)
-    table = dict(labels or {})
-    for d in dets:
-        table.setdefault(int(d.class_id), str(d.class_name))
-    if not dets:
-        return Detections.empty(table)
-    xyxy = np.array([[d.x_min, d.y_min, d.x_max, d.y_max] for d in dets], np.float32)
-    masks = None
-    if all(int(d.mask.width) > 0 for d in dets):
-        masks = np.zeros((len(dets), int(msg.image_height), int(msg.image_width)), bool)
-        for i, d in enumerate(dets):
-            crop = class_map_from_image(d.mask) > 0
-            x, y = int(d.mask_x), int(d.mask_y)
-            masks[i, y : y + crop.shape[0], x : x + crop.shape[1]] = crop[: masks.shape[1] - y, : masks.shape[2] - x]
-    return Detections(xyxy, [d.score for d in dets], [d.class_id for d in dets], table, masks=masks)
 
 
 class BagReader:
@@ -249,10 +158,10 @@ class BagReader:
             yield conn.topic, bag_time, self._store.deserialize_ros1(raw, conn.msgtype)
 
     def frames(self, topic: str) -> Iterator[Frame]:
-        """Every image on ``topic`` decoded to BGR, in bag order (see :class:`Frame`)."""
+        """Every image message on ``topic`` in bag order, undecoded (see :class:`Frame`)."""
         self.check_topic(topic, IMAGE_TYPES)
         for index, (_, bag_time, msg) in enumerate(self.messages([topic])):
-            yield Frame(index, stamp_to_ns(msg.header.stamp), bag_time, msg.header.frame_id, image_to_bgr(msg))
+            yield Frame(index, messages.stamp_to_ns(msg.header.stamp), bag_time, msg.header.frame_id, msg)
 
 
 class BagWriter:
@@ -273,6 +182,7 @@ class BagWriter:
         except WriterError as err:
             raise EvaluationError("bag %s: cannot create it (%s)" % (self.path, err)) from err
         self.store = make_typestore()
+        self.types = messages.MessageTypes.rosbags(self.store)
         self._connections: Dict[Tuple[str, str], object] = {}
         self._seq: Dict[str, int] = {}
 
@@ -286,26 +196,18 @@ class BagWriter:
         """Write the index and close the file."""
         self._writer.close()
 
-    def header(self, topic: str, stamp_ns: int, frame_id: str):
+    def header(self, topic: str, stamp_ns: int, frame_id: str) -> Any:
         """A ``std_msgs/Header`` with a per-topic sequence number."""
         seq = self._seq.get(topic, 0)
         self._seq[topic] = seq + 1
-        time = self.store.types["builtin_interfaces/msg/Time"](stamp_ns // 1_000_000_000, stamp_ns % 1_000_000_000)
-        return self.store.types["std_msgs/msg/Header"](seq, time, frame_id)
+        return messages.make_header(stamp_ns, frame_id, seq, self.types)
 
-    def write(self, topic: str, msgtype: str, msg, bag_time_ns: int) -> None:
+    def write(self, topic: str, msgtype: str, msg: Any, bag_time_ns: int) -> None:
         """Serialise ``msg`` (a typestore object of ``msgtype``) onto ``topic``."""
         key = (topic, msgtype)
         if key not in self._connections:
             self._connections[key] = self._writer.add_connection(topic, msgtype, typestore=self.store)
         self._writer.write(self._connections[key], int(bag_time_ns), bytes(self.store.serialize_ros1(msg, msgtype)))
-
-    def _image_msg(self, header, array: np.ndarray, encoding: str):
-        array = np.ascontiguousarray(array)
-        height, width = array.shape[:2]
-        return self.store.types[IMAGE](
-            header, height, width, encoding, 0, array.nbytes // max(height, 1), array.reshape(-1).view(np.uint8)
-        )
 
     def write_image(
         self,
@@ -320,13 +222,10 @@ class BagWriter:
         header = self.header(topic, stamp_ns, frame_id)
         bag_time = stamp_ns if bag_time_ns is None else bag_time_ns
         if compressed:
-            ok, buf = cv2.imencode("." + {"jpeg": "jpg"}.get(compressed, compressed), image_bgr)
-            if not ok:
-                raise ImageConversionError("CompressedImage: OpenCV cannot encode format %r" % compressed)
-            msg = self.store.types[COMPRESSED_IMAGE](header, compressed, buf.reshape(-1))
+            msg = messages.bgr_to_compressed_msg(image_bgr, compressed, header, self.types)
             self.write(topic, COMPRESSED_IMAGE, msg, bag_time)
         else:
-            self.write(topic, IMAGE, self._image_msg(header, image_bgr, "bgr8"), bag_time)
+            self.write(topic, IMAGE, messages.bgr_to_image_msg(image_bgr, header, self.types), bag_time)
 
     def write_class_map(
         self,
@@ -338,7 +237,7 @@ class BagWriter:
     ) -> None:
         """Write an (H, W) uint8 class-id map as a mono8 ``Image``."""
         header = self.header(topic, stamp_ns, frame_id)
-        msg = self._image_msg(header, np.asarray(class_map, np.uint8), "mono8")
+        msg = messages.segmentation_to_msg(Segmentation(class_map), header, self.types)
         self.write(topic, IMAGE, msg, stamp_ns if bag_time_ns is None else bag_time_ns)
 
     def write_detections(
@@ -352,41 +251,7 @@ class BagWriter:
         frame_id: str = "camera",
         bag_time_ns: Optional[int] = None,
     ) -> None:
-        """Write :class:`Detections` as a ``dl_vision/DetectionArray`` (masks cropped to their extent)."""
-        types = self.store.types
-        items = []
-        for i in range(len(dets)):
-            mask_x = mask_y = 0
-            mask = self._image_msg(
-                types["std_msgs/msg/Header"](0, types["builtin_interfaces/msg/Time"](0, 0), ""),
-                np.zeros((0, 0), np.uint8),
-                "mono8",
-            )
-            if dets.masks is not None and dets.masks[i].any():
-                ys, xs = np.nonzero(dets.masks[i])
-                mask_x, mask_y = int(xs.min()), int(ys.min())
-                crop = dets.masks[i][mask_y : ys.max() + 1, mask_x : xs.max() + 1]
-                mask = self._image_msg(
-                    self.header(topic + "/mask", stamp_ns, frame_id), crop.astype(np.uint8) * 255, "mono8"
-                )
-            keypoints = (
-                np.zeros(0, np.float32) if dets.keypoints is None else dets.keypoints[i].reshape(-1).astype(np.float32)
-            )
-            x0, y0, x1, y1 = (float(v) for v in dets.xyxy[i])
-            items.append(
-                types["dl_vision/msg/Detection"](
-                    int(dets.class_id[i]),
-                    dets.class_names[i],
-                    float(dets.score[i]),
-                    x0,
-                    y0,
-                    x1,
-                    y1,
-                    keypoints,
-                    mask_x,
-                    mask_y,
-                    mask,
-                )
-            )
-        msg = types[DETECTION_ARRAY](self.header(topic, stamp_ns, frame_id), int(width), int(height), model, items)
+        """Write :class:`Detections` as a ``dl_vision/DetectionArray``, as a node publishes them."""
+        header = self.header(topic, stamp_ns, frame_id)
+        msg = messages.detections_to_msg(dets, header, width, height, model, self.types)
         self.write(topic, DETECTION_ARRAY, msg, stamp_ns if bag_time_ns is None else bag_time_ns)

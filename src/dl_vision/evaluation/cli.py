@@ -8,10 +8,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
 from dl_vision.errors import DlVisionError
-from dl_vision.evaluation.report import check_gates, compare, headline_metrics, load_report, parse_gates, write_report
+from dl_vision.evaluation.report import (
+    Report,
+    check_gates,
+    compare,
+    headline_metrics,
+    load_report,
+    parse_gates,
+    write_report,
+)
 
 STATUS_GATE_FAILED = 1
 STATUS_USER_ERROR = 2
@@ -80,8 +88,10 @@ def evaluate_main(argv: Optional[List[str]] = None) -> int:
     return STATUS_GATE_FAILED if failures else 0
 
 
-def _run_evaluation(args: argparse.Namespace) -> Dict[str, Any]:
-    from dl_vision.evaluation.offline import GroundTruthSource, evaluate_bag
+def _run_evaluation(args: argparse.Namespace) -> Report:
+    """Check the bag, its topics, the ground truth and the specs, then (and only then) load models and run."""
+    from dl_vision.evaluation.offline import GroundTruthSource, Scoring, check_inputs, evaluate_bag
+    from dl_vision.spec import load_spec
 
     truth = GroundTruthSource(args.gt, args.gt_topic, args.gt_class_map_topic)
     task = args.task or (
@@ -91,45 +101,33 @@ def _run_evaluation(args: argparse.Namespace) -> Dict[str, Any]:
         if args.gt_class_map_topic
         else "detect"
     )
-    segmenter = args.segmenter or "person_segmentation"
+    check_inputs(args.bag, args.topic, truth)
+    detector_spec = load_spec(args.model) if task in ("detect", "both") else None
+    segmenter_spec = load_spec(args.segmenter or "person_segmentation") if task in ("segment", "both") else None
+    scoring = Scoring(score_threshold=args.score_threshold, iou_threshold=args.iou_threshold)
     if args.mode == "live":
-        from dl_vision.evaluation.live import run_live
+        from dl_vision.evaluation.live import LiveSettings, run_live
 
-        return run_live(
-            args.bag,
-            args.topic,
-            truth,
-            args.out,
+        settings = LiveSettings(
             task=task,
-            model=args.model,
-            segmenter_model=segmenter,
+            model=detector_spec.source if detector_spec else args.model,
+            segmenter_model=segmenter_spec.source if segmenter_spec else "person_segmentation",
             rate=args.rate,
             timeout_s=args.timeout,
-            score_threshold=args.score_threshold,
-            iou_threshold=args.iou_threshold,
         )
+        return run_live(args.bag, args.topic, truth, args.out, settings, scoring)
+    from dl_vision.evaluation.predictions import ModelPredictions
+    from dl_vision.frame_processor import FrameProcessor
     from dl_vision.pipeline import Detector, Segmenter
 
-    detector = Detector.from_spec(args.model) if task in ("detect", "both") else None
+    detector = Detector.from_spec(detector_spec) if detector_spec else None
     if detector is not None and args.score_floor is not None:
-        operating = detector.options.score_threshold
+        if scoring.score_threshold is None:  # the confusion matrix stays at the operating threshold
+            scoring.score_threshold = detector.options.score_threshold
         detector.options.score_threshold = args.score_floor
-    else:
-        operating = None
-    seg = Segmenter.from_spec(segmenter) if task in ("segment", "both") else None
-    report = evaluate_bag(
-        args.bag,
-        args.topic,
-        truth,
-        detector=detector,
-        segmenter=seg,
-        score_threshold=args.score_threshold if args.score_threshold is not None else operating,
-        iou_threshold=args.iou_threshold,
-        batch_size=args.batch_size,
-        progress=False if args.no_progress else None,
-    )
-    report.update(mode="offline", model=detector.spec.name if detector is not None else seg.spec.name)
-    return report
+    segmenter = Segmenter.from_spec(segmenter_spec) if segmenter_spec else None
+    predictions = ModelPredictions(FrameProcessor(detector, segmenter), args.batch_size)
+    return evaluate_bag(args.bag, args.topic, truth, predictions, scoring, progress=False if args.no_progress else None)
 
 
 def make_eval_bag_main(argv: Optional[List[str]] = None) -> int:

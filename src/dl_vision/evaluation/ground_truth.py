@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -32,9 +32,10 @@ class FrameTruth:
         iscrowd: (G,) bool crowd flags (matched but never counted as misses).
         masks: optional (G, H, W) bool instance masks.
         class_map: optional (H, W) uint8 class-id map (semantic segmentation).
+        size: ``(width, height)`` of the image the truth was made for, when known.
     """
 
-    __slots__ = ("boxes", "class_names", "iscrowd", "masks", "class_map")
+    __slots__ = ("boxes", "class_names", "iscrowd", "masks", "class_map", "size")
 
     def __init__(
         self,
@@ -43,12 +44,14 @@ class FrameTruth:
         iscrowd: Optional[np.ndarray] = None,
         masks: Optional[np.ndarray] = None,
         class_map: Optional[np.ndarray] = None,
+        size: Optional[Tuple[int, int]] = None,
     ) -> None:
         self.boxes = np.zeros((0, 4)) if boxes is None else np.asarray(boxes, np.float64).reshape(-1, 4)
         self.class_names = list(class_names or [])
         self.iscrowd = np.zeros(len(self.boxes), bool) if iscrowd is None else np.asarray(iscrowd, bool)
         self.masks = masks
         self.class_map = class_map
+        self.size = size
 
 
 class CocoGroundTruth:
@@ -110,12 +113,9 @@ class CocoGroundTruth:
         image = self.by_stamp.get(frame.stamp_ns) or self.by_index.get(frame.index)
         if image is None:
             return None
-        height, width = frame.image.shape[:2]
-        if (image.get("width", width), image.get("height", height)) != (width, height):
-            raise EvaluationError(
-                "ground truth %s: image %r is %sx%s, but its bag frame is %dx%d"
-                % (self.path, image["id"], image.get("width"), image.get("height"), width, height)
-            )
+        width, height = image.get("width"), image.get("height")
+        if width is None or height is None:
+            width, height = frame.size()
         self.matched_images.add(int(image["id"]))
         anns = self.annotations.get(int(image["id"]), [])
         boxes = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
@@ -130,6 +130,7 @@ class CocoGroundTruth:
             [self.categories[int(a["category_id"])] for a in anns],
             [bool(a.get("iscrowd", 0)) for a in anns],
             masks,
+            size=(int(width), int(height)),
         )
 
     def unmatched(self) -> int:
