@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -10,11 +12,12 @@ import pytest
 
 from dl_vision.errors import EvaluationError
 from dl_vision.evaluation.bag_building import make_eval_bag
-from dl_vision.evaluation.bag_io import BagReader
+from dl_vision.evaluation.bag_io import BagReader, BagWriter
 from dl_vision.evaluation.cli import compare_reports_main, evaluate_main, export_bag_frames_main
 from dl_vision.evaluation.ground_truth import CocoGroundTruth
 from dl_vision.evaluation.report import DetectionMetrics, FrameCounts, Report, Source, Throughput, write_report
 from dl_vision.messages import detections_from_msg, mono8_to_array
+from dl_vision.structures import Detections
 
 
 def image_folder(path, count):
@@ -163,3 +166,31 @@ def test_make_eval_bag_writes_class_maps_named_like_the_images(tmp_path):
     cv2.imwrite(str(tmp_path / "maps" / "img_00.png"), np.zeros((3, 3), np.uint8))
     with pytest.raises(EvaluationError, match="expected a 40x30 single-channel PNG"):
         make_eval_bag(images, tmp_path / "f.bag", "/cam", class_maps=tmp_path / "maps")
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("missing bag", "expected a ROS 1 bag file at"),
+        ("missing topic", "expected topic /camera/image_raw, found only: /gt"),
+        ("bad spec", "unknown model spec 'no_such_model'"),
+    ],
+)
+def test_evaluate_checks_bag_topics_and_spec_before_importing_a_runtime(tmp_path, case, expected):
+    """A user's mistake costs no TensorFlow import: the cheap checks come first."""
+    bag = tmp_path / "b.bag"
+    if case != "missing bag":
+        topic = "/other" if case == "missing topic" else "/camera/image_raw"
+        with BagWriter(bag) as writer:
+            writer.write_image(topic, 1, np.zeros((4, 4, 3), np.uint8))
+            writer.write_detections("/gt", 1, Detections.empty({0: "face"}), 4, 4)
+    args = ["offline", "--bag", str(bag), "--gt-topic", "/gt", "--out", str(tmp_path / "out"), "--no-progress"]
+    args += ["--model", "no_such_model"]
+    code = (
+        "import sys; from dl_vision.evaluation.cli import evaluate_main; status = evaluate_main(%r); "
+        "print(status, any(m.split('.')[0] in ('tensorflow', 'onnxruntime', 'tflite_runtime') for m in sys.modules))"
+        % (args,)
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["2", "False"], done.stderr
+    assert expected in done.stderr.strip().splitlines()[-1]
