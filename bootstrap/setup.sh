@@ -235,8 +235,9 @@ run_tests() {
     # Through the workspace link: catkin_lint wants the directory named like the package.
     log "catkin_lint --strict"
     catkin_lint --strict -W2 --offline "$WS/src/dl_vision"
-    log "ruff check"
+    log "ruff check, ruff format --check"
     ruff check "$REPO/src" "$REPO/test" "$REPO/scripts"
+    ruff format --check "$REPO/src" "$REPO/test" "$REPO/scripts"
     log "pytest"
     python3 -m pytest -q -ra --durations=15 "$REPO/test"
 }

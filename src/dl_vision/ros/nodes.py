@@ -48,7 +48,7 @@ from dl_vision.structures import Detections
 TRANSPORTS = ("raw", "compressed")
 #: Interpreter thread switch interval (CPython's default is 5 ms). rospy's receive thread and the
 #: worker share the GIL; with the default, the worker waits up to 5 ms at every hand-over while a
-#: fast camera keeps the receive thread busy (measured: 50 -> 80 Hz out, p99 156 -> 40 ms at 640x480).
+#: fast camera keeps the receive thread busy (the benchmark shows the effect: docs/measurements.md).
 GIL_SWITCH_INTERVAL_S = 0.0005
 #: Frames kept for the rolling statistics in diagnostics.
 STATS_WINDOW = 100
