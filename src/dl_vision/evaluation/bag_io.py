@@ -151,11 +151,26 @@ class BagReader:
         """Number of messages on ``topic`` (0 when absent)."""
         return self.topics().get(topic, ("", 0))[1]
 
-    def messages(self, topics: List[str]) -> Iterator[Tuple[str, int, object]]:
-        """``(topic, bag_time_ns, message)`` of the given topics in bag-time order, deserialised."""
+    def messages(
+        self, topics: List[str], start_ns: Optional[int] = None, stop_ns: Optional[int] = None
+    ) -> Iterator[Tuple[str, int, object]]:
+        """``(topic, bag_time_ns, message)`` of the given topics in bag-time order, deserialised.
+
+        Args:
+            topics: topics to read.
+            start_ns, stop_ns: read only messages recorded in ``[start_ns, stop_ns)`` (bag time,
+                nanoseconds); None leaves that end open.
+        """
         conns = [c for c in self._reader.connections if c.topic in topics]
-        for conn, bag_time, raw in self._reader.messages(connections=conns):
+        if not conns:
+            return
+        for conn, bag_time, raw in self._reader.messages(connections=conns, start=start_ns, stop=stop_ns):
             yield conn.topic, bag_time, self._store.deserialize_ros1(raw, conn.msgtype)
+
+    def message_times(self, topic: str) -> List[int]:
+        """Bag times (ns) of every message on ``topic``, in bag order, read from the index alone."""
+        ids = [c.id for c in self._reader.connections if c.topic == topic]
+        return sorted(entry.time for i in ids for entry in self._reader.indexes[i])
 
     def frames(self, topic: str) -> Iterator[Frame]:
         """Every image message on ``topic`` in bag order, undecoded (see :class:`Frame`)."""

@@ -33,9 +33,10 @@ class FrameTruth:
         masks: optional (G, H, W) bool instance masks.
         class_map: optional (H, W) uint8 class-id map (semantic segmentation).
         size: ``(width, height)`` of the image the truth was made for, when known.
+        coco_image: id of the COCO ``images`` entry this truth came from, when it did.
     """
 
-    __slots__ = ("boxes", "class_names", "iscrowd", "masks", "class_map", "size")
+    __slots__ = ("boxes", "class_names", "iscrowd", "masks", "class_map", "size", "coco_image")
 
     def __init__(
         self,
@@ -45,6 +46,7 @@ class FrameTruth:
         masks: Optional[np.ndarray] = None,
         class_map: Optional[np.ndarray] = None,
         size: Optional[Tuple[int, int]] = None,
+        coco_image: Optional[int] = None,
     ) -> None:
         self.boxes = np.zeros((0, 4)) if boxes is None else np.asarray(boxes, np.float64).reshape(-1, 4)
         self.class_names = list(class_names or [])
@@ -52,6 +54,7 @@ class FrameTruth:
         self.masks = masks
         self.class_map = class_map
         self.size = size
+        self.coco_image = coco_image
 
 
 class CocoGroundTruth:
@@ -101,7 +104,6 @@ class CocoGroundTruth:
                 )
             self.annotations.setdefault(int(ann["image_id"]), []).append(ann)
         self.has_masks = bool(data["annotations"]) and all(a.get("segmentation") for a in data["annotations"])
-        self.matched_images = set()
 
     @property
     def num_images(self) -> int:
@@ -109,14 +111,17 @@ class CocoGroundTruth:
         return len(self.by_stamp) + len(self.by_index)
 
     def lookup(self, frame: Frame) -> Optional[FrameTruth]:
-        """The truth of ``frame`` (by stamp, then by index), or ``None`` when it is not labelled."""
+        """The truth of ``frame`` (by stamp, then by index), or ``None`` when it is not labelled.
+
+        The lookup keeps no state, so one parsed file serves any number of shards; which images
+        were matched is read from :attr:`FrameTruth.coco_image`.
+        """
         image = self.by_stamp.get(frame.stamp_ns) or self.by_index.get(frame.index)
         if image is None:
             return None
         width, height = image.get("width"), image.get("height")
         if width is None or height is None:
             width, height = frame.size()
-        self.matched_images.add(int(image["id"]))
         anns = self.annotations.get(int(image["id"]), [])
         boxes = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
@@ -131,11 +136,8 @@ class CocoGroundTruth:
             [bool(a.get("iscrowd", 0)) for a in anns],
             masks,
             size=(int(width), int(height)),
+            coco_image=int(image["id"]),
         )
-
-    def unmatched(self) -> int:
-        """Number of labelled images no frame has matched so far."""
-        return self.num_images - len(self.matched_images)
 
 
 def annotation_mask(segmentation, height: int, width: int) -> np.ndarray:

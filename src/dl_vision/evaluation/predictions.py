@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import abc
 import time
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
 
 from dl_vision import messages
 from dl_vision.evaluation.bag_io import DETECTION_ARRAY, IMAGE, BagReader, Frame
 from dl_vision.frame_processor import FrameProcessor, Outputs
+from dl_vision.spec import ModelSpec
 from dl_vision.structures import Detections, LabelTable, Segmentation
 
 
@@ -28,6 +29,20 @@ class Prediction:
     height: int
     detections: Optional[Detections] = None
     segmentation: Optional[Segmentation] = None
+
+
+@dataclass
+class PredictionInfo:
+    """What scoring needs to know about a prediction source (small: it crosses process boundaries).
+
+    Attributes: see :class:`PredictionSource`.
+    """
+
+    name: str
+    batch_size: int
+    detection_labels: Optional[LabelTable]
+    segmentation_labels: Optional[LabelTable]
+    score_threshold: Optional[float]
 
 
 class PredictionSource(abc.ABC):
@@ -51,9 +66,15 @@ class PredictionSource(abc.ABC):
     def predict(self, frames: Sequence[Frame]) -> List[Optional[Prediction]]:
         """One prediction per frame, in order (None for a frame with no prediction)."""
 
-    def timing(self) -> Dict[str, object]:
+    def timing(self) -> Dict[str, Any]:
         """Model time so far: ``model_s`` and ``stage_ms`` totals (empty when nothing ran here)."""
         return {}
+
+    def info(self) -> PredictionInfo:
+        """The source's name, batch size, label tables and operating threshold."""
+        return PredictionInfo(
+            self.name, self.batch_size, self.detection_labels, self.segmentation_labels, self.score_threshold
+        )
 
 
 class ModelPredictions(PredictionSource):
@@ -62,16 +83,19 @@ class ModelPredictions(PredictionSource):
     Args:
         processor: the models; the detector's options (score threshold) apply as set.
         batch_size: frames per model run (the model takes the batch at once where it can).
+        score_threshold: the operating threshold to report; default: the detector's.
     """
 
-    def __init__(self, processor: FrameProcessor, batch_size: int = 8) -> None:
+    def __init__(self, processor: FrameProcessor, batch_size: int = 8, score_threshold: Optional[float] = None) -> None:
         self.processor = processor
         self.batch_size = max(1, int(batch_size))
         self.name = " + ".join(model.spec.name for model in processor.models)
         detector, segmenter = processor.detector, processor.segmenter
         self.detection_labels = dict(detector.labels) if detector is not None else None
         self.segmentation_labels = dict(segmenter.labels) if segmenter is not None else None
-        self.score_threshold = float(detector.options.score_threshold) if detector is not None else None
+        if score_threshold is None and detector is not None:
+            score_threshold = detector.options.score_threshold
+        self.score_threshold = None if score_threshold is None else float(score_threshold)
         self._model_s = 0.0
         self._stage_ms: Dict[str, float] = {}
 
@@ -84,8 +108,67 @@ class ModelPredictions(PredictionSource):
             self._stage_ms[stage] = self._stage_ms.get(stage, 0.0) + ms
         return [Prediction(r.width, r.height, r.detections, r.segmentation) for r in results]
 
-    def timing(self) -> Dict[str, object]:
+    def timing(self) -> Dict[str, Any]:
         return {"model_s": self._model_s, "stage_ms": dict(self._stage_ms)}
+
+
+@dataclass
+class ModelSettings:
+    """The models of an evaluation as plain data: each process that predicts (this one, or every
+    Ray worker) builds its own :class:`ModelPredictions` from it, so all of them run the same models.
+
+    Attributes:
+        detector: the detector's spec, or None.
+        segmenter: the segmenter's spec, or None.
+        batch_size: frames per model run.
+        score_floor: score threshold the detector predicts at (e.g. 0.05 for full COCO curves);
+            the operating threshold stays the spec's. None predicts at the spec's threshold.
+        runtime: backend options replacing the specs' ``runtime`` entries (e.g. ``{"threads": 1}``).
+    """
+
+    detector: Optional[ModelSpec] = None
+    segmenter: Optional[ModelSpec] = None
+    batch_size: int = 8
+    score_floor: Optional[float] = None
+    runtime: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def specs(self) -> List[ModelSpec]:
+        """The specs to load (detector first)."""
+        return [s for s in (self.detector, self.segmenter) if s is not None]
+
+    def build(self) -> ModelPredictions:
+        """Load the models.
+
+        Raises:
+            ConfigError, ModelError, AssetError, BackendUnavailableError: as the models' ``from_spec``.
+        """
+        from dl_vision.pipeline import Detector, Segmenter
+
+        detector = Detector.from_spec(self.detector, **self.runtime) if self.detector is not None else None
+        operating = None
+        if detector is not None and self.score_floor is not None:
+            operating = detector.options.score_threshold
+            detector.options.score_threshold = self.score_floor
+        segmenter = Segmenter.from_spec(self.segmenter, **self.runtime) if self.segmenter is not None else None
+        return ModelPredictions(FrameProcessor(detector, segmenter), self.batch_size, operating)
+
+    def takes_runtime_option(self, option: str) -> bool:
+        """Whether the backend of every spec takes the runtime option ``option`` (e.g. ``threads``)."""
+        import inspect
+
+        from dl_vision.backends import backend_class
+
+        return all(option in inspect.signature(backend_class(s.format).__init__).parameters for s in self.specs)
+
+    def uses_gpu(self) -> bool:
+        """Whether a spec's runtime runs on a GPU: a TensorRT engine, or ONNX Runtime with a CUDA or
+        TensorRT provider in ``runtime.providers``."""
+        for spec in self.specs:
+            providers = [p[0] if isinstance(p, (list, tuple)) else p for p in spec.runtime.get("providers") or []]
+            if spec.format == "tensorrt" or any(str(p).startswith(("CUDA", "Tensorrt")) for p in providers):
+                return True
+        return False
 
 
 class RecordedPredictions(PredictionSource):
