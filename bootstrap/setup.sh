@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Set up dl_vision on a fresh machine and run its commands.
 #
-#   bash bootstrap/setup.sh [setup|demo|test|doctor|shell]
+#   bash bootstrap/setup.sh [setup|demo|test|doctor|shell|ray]
 #
 # setup (the default) is idempotent: it installs the missing system packages (as root; otherwise
 # it prints the apt-get line), creates a Python env bound to ROS's interpreter, installs
 # bootstrap/requirements.txt with numpy held to ROS's version, builds a catkin workspace holding
 # this checkout and fetches the default models. A second run changes nothing.
 # demo, test and shell run setup first, then work inside the env (see bootstrap/activate.sh);
-# doctor runs without setup, so it can explain a setup that fails.
+# doctor runs without setup, so it can explain a setup that fails. ray runs setup, then adds Ray
+# (bootstrap/requirements-ray.txt) for fleet evaluation; test installs it too.
 #
 # Environment: DL_VISION_HOME (env + workspace, default ~/.dl_vision), DL_VISION_CACHE (models,
 # default ~/.cache/dl_vision), DL_VISION_ENV (venv, the default, or conda).
@@ -175,6 +176,20 @@ install_requirements() {
     echo "$digest" > "$stamp"
 }
 
+# Ray for `evaluate offline --ray` (workstations, cluster nodes, CI; not robots), held to the
+# same numpy constraint; a stamp skips pip on the next run.
+install_ray() {
+    local constraints=$ENV_DIR/dl_vision-constraints.txt stamp=$ENV_DIR/dl_vision-ray.sha256 digest
+    digest=$({ cat "$REPO/bootstrap/requirements-ray.txt" "$constraints"; "$ENV_PYTHON" -VV; } | sha256sum | cut -d' ' -f1)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ]; then
+        return 0
+    fi
+    log "installing bootstrap/requirements-ray.txt into $ENV_DIR (numpy held by $constraints)"
+    "$ENV_PYTHON" -m pip install -q --disable-pip-version-check \
+        -r "$REPO/bootstrap/requirements-ray.txt" -c "$constraints"
+    echo "$digest" > "$stamp"
+}
+
 # --- catkin workspace ------------------------------------------------------------------------
 build_workspace() {
     mkdir -p "$WS/src"
@@ -264,12 +279,13 @@ main() {
     local command=${1:-setup}
     case "$command" in
         setup) setup ;;
-        test) setup; activate; run_tests ;;
+        test) setup; install_ray; activate; run_tests ;;
+        ray) setup; install_ray; log "Ray installed: evaluate offline --ray local|auto|ADDRESS" ;;
         demo) setup; activate; run_demo ;;
         doctor) shift; run_doctor "$@" ;;
         shell) setup; exec bash --rcfile <(printf 'source ~/.bashrc 2>/dev/null; source %q\n' "$REPO/bootstrap/activate.sh") -i ;;
-        -h|--help|help) sed -n '2,14p' "$0" ;;
-        *) die "unknown command '$command': expected setup, demo, test, doctor or shell" ;;
+        -h|--help|help) sed -n '2,15p' "$0" ;;
+        *) die "unknown command '$command': expected setup, demo, test, doctor, shell or ray" ;;
     esac
 }
 
