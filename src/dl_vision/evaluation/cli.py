@@ -125,6 +125,7 @@ def evaluate_main(argv: Optional[List[str]] = None) -> int:
             write_fleet_report(outcome.report, outcome.bag_reports, args.out)
             report = outcome.report.overall
             if report is None:
+                _print_bags(outcome.report)
                 raise EvaluationError("fleet: no pooled metrics: %s" % outcome.report.overall_error)
         failures = check_gates(report, parse_gates(args.fail_under))
     except DlVisionError as err:

@@ -19,7 +19,6 @@ frames in a small window, and only the records (about 1 KB per frame) and pixel 
 
 from __future__ import annotations
 
-import heapq
 import logging
 import os
 import socket
@@ -127,18 +126,21 @@ def check_inputs(bag, image_topic: str, truth: GroundTruthSource) -> Optional[Co
 
 @dataclass
 class Shard:
-    """A unit of work: the frames of one bag's image topic recorded within a bag-time range.
+    """A unit of work: a run of consecutive frames of one bag's image topic.
+
+    With ground-truth topics, the shard reads :data:`PAIRING_WINDOW` frames more on each side
+    (and the truth recorded among them) and pairs them as one pass over the bag would, but
+    scores only its own frames: truth recorded up to half the window apart from its frame pairs
+    exactly as it does in one pass.
 
     Attributes:
         bag: the bag file (a path every worker can open).
         image_topic: the evaluated topic.
         truth: the bag's ground truth.
-        frames: image messages in the range; a worker that reads another number fails the shard.
-        first_index: position of the range's first frame on the topic (``frame_index`` truth).
-        start_ns, stop_ns: the range ``[start_ns, stop_ns)`` of bag times (ns); None leaves an end open.
-        truth_start_ns, truth_stop_ns: the bag times read on ground-truth topics: the range widened
-            by :data:`PAIRING_WINDOW` frames each way, so that truth recorded apart from its frame
-            pairs as it does in one pass over the bag.
+        first_index: position of the shard's first frame on the topic.
+        frames: the shard's frames; a worker that finds another number fails the shard.
+        read_start_ns, read_stop_ns: bag times ``[start, stop)`` read (ns); None leaves an end open.
+        read_first_index: position on the topic of the first frame read.
         seg_classes: number of segmentation class ids (0..C-1) when class maps are scored.
         bag_index: position of the bag in the run; number: position of the shard in its bag.
     """
@@ -146,12 +148,11 @@ class Shard:
     bag: str
     image_topic: str
     truth: GroundTruthSource
+    first_index: int
     frames: int
-    first_index: int = 0
-    start_ns: Optional[int] = None
-    stop_ns: Optional[int] = None
-    truth_start_ns: Optional[int] = None
-    truth_stop_ns: Optional[int] = None
+    read_start_ns: Optional[int] = None
+    read_stop_ns: Optional[int] = None
+    read_first_index: int = 0
     seg_classes: Optional[int] = None
     bag_index: int = 0
     number: int = 0
@@ -262,6 +263,8 @@ def paired_frames(
 
     def emit(entry: Dict[str, Any]) -> Optional[Tuple[Frame, FrameTruth]]:
         frame = entry["frame"]
+        if not shard.first_index <= frame.index < shard.first_index + shard.frames:
+            return None  # read only to pair as one pass would; another shard scores it
         counts.frames += 1
         result = coco.lookup(frame) if coco is not None else None
         if truth.topics and wanted.issubset(entry):
@@ -279,42 +282,31 @@ def paired_frames(
             return None
         return frame, result
 
-    index = shard.first_index
-    for topic, bag_time, msg in _shard_messages(shard):
-        stamp = messages.stamp_to_ns(msg.header.stamp)
-        entry = pending.setdefault(stamp, {})
-        if topic == shard.image_topic:
-            entry["frame"] = Frame(index, stamp, bag_time, msg.header.frame_id, msg)
-            index += 1
-        else:
-            entry[topic] = msg
-        ready = []
-        if "frame" in entry and wanted.issubset(entry):
-            del pending[stamp]
-            ready.append(entry)
-        while len(pending) > PAIRING_WINDOW:
-            ready.append(pending.popitem(last=False)[1])
-        for done in ready:
-            paired = emit(done) if "frame" in done else None
-            if paired:
-                yield paired
+    index = shard.read_first_index
+    with BagReader(shard.bag) as reader:
+        topics = [shard.image_topic] + truth.topics
+        for topic, bag_time, msg in reader.messages(topics, shard.read_start_ns, shard.read_stop_ns):
+            stamp = messages.stamp_to_ns(msg.header.stamp)
+            entry = pending.setdefault(stamp, {})
+            if topic == shard.image_topic:
+                entry["frame"] = Frame(index, stamp, bag_time, msg.header.frame_id, msg)
+                index += 1
+            else:
+                entry[topic] = msg
+            ready = []
+            if "frame" in entry and wanted.issubset(entry):
+                del pending[stamp]
+                ready.append(entry)
+            while len(pending) > PAIRING_WINDOW:
+                ready.append(pending.popitem(last=False)[1])
+            for done in ready:
+                paired = emit(done) if "frame" in done else None
+                if paired:
+                    yield paired
     for entry in pending.values():
         paired = emit(entry) if "frame" in entry else None
         if paired:
             yield paired
-
-
-def _shard_messages(shard: Shard) -> Iterator[Tuple[str, int, Any]]:
-    """The shard's image messages and the ground-truth messages around them, in bag-time order."""
-    with BagReader(shard.bag) as reader:
-        frames = reader.messages([shard.image_topic], shard.start_ns, shard.stop_ns)
-        if not shard.truth.topics:
-            yield from frames
-            return
-        # A second reader: the truth is read over a wider time range than the frames.
-        with BagReader(shard.bag) as truth_reader:
-            truths = truth_reader.messages(shard.truth.topics, shard.truth_start_ns, shard.truth_stop_ns)
-            yield from heapq.merge(frames, truths, key=lambda item: item[1])
 
 
 def score_shard(
@@ -614,19 +606,20 @@ def plan_bag(
     with BagReader(bag) as reader:
         times = reader.message_times(image_topic)
     seg_classes = max(seg_labels) + 1 if seg_labels is not None and truth.class_map_topic else None
+    pad = PAIRING_WINDOW if truth.topics else 0
     shards = []
     for number, (first, end) in enumerate(_shard_bounds(times, shard_frames)):
+        read_first, read_end = _cut(times, max(first - pad, 0)), _cut(times, min(end + pad, len(times)))
         shards.append(
             Shard(
                 str(bag),
                 image_topic,
                 truth,
-                end - first,
                 first,
-                start_ns=times[first] if first > 0 else None,
-                stop_ns=times[end] if end < len(times) else None,
-                truth_start_ns=times[first - PAIRING_WINDOW] if first > PAIRING_WINDOW else None,
-                truth_stop_ns=times[end + PAIRING_WINDOW] if end + PAIRING_WINDOW < len(times) else None,
+                end - first,
+                read_start_ns=times[read_first] if read_first > 0 else None,
+                read_stop_ns=times[read_end] if read_end < len(times) else None,
+                read_first_index=read_first,
                 seg_classes=seg_classes,
                 bag_index=bag_index,
                 number=number,
@@ -655,14 +648,20 @@ def _shard_bounds(times: Sequence[int], shard_frames: Optional[int]) -> List[Tup
     count = -(-total // shard_frames)
     cuts = [0]
     for k in range(1, count):
-        cut = max(k * total // count, cuts[-1] + 1)
-        while cut < total and times[cut] == times[cut - 1]:
-            cut += 1
+        cut = _cut(times, max(k * total // count, cuts[-1] + 1))
         if cut >= total:
             break
         cuts.append(cut)
     cuts.append(total)
     return list(zip(cuts, cuts[1:]))
+
+
+def _cut(times: Sequence[int], index: int) -> int:
+    """The first index at or after ``index`` that starts a new bag time (frames sharing a bag time
+    stay on one side of a cut, so a range of bag times holds exactly the frames between cuts)."""
+    while 0 < index < len(times) and times[index] == times[index - 1]:
+        index += 1
+    return index
 
 
 def bag_report(plan: BagPlan, results: Sequence[ShardResult], info: PredictionInfo, wall_s: float) -> Report:

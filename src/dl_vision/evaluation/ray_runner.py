@@ -164,17 +164,26 @@ class RayExecutor(Executor):
         pending: Deque[Shard] = deque(sorted(shards, key=lambda s: -s.frames))
         deaths: Dict[Tuple[int, int], int] = {}
         idle = list(self._pool)
-        running: Dict[Any, Tuple[Shard, Any]] = {}
-        while pending or running:
+        running: Dict[Any, Tuple[Optional[Shard], Any]] = {}  # a None shard: probing a restarted actor
+        failed_probes: Dict[int, int] = {}
+        while pending or any(shard is not None for shard, _ in running.values()):
             while idle and pending:
                 shard, actor = pending.popleft(), idle.pop()
                 running[actor.score.remote(shard)] = (shard, actor)
+            if not running:
+                for shard in pending:
+                    yield shard, "no Ray worker left to score it"
+                return
             (ref,), _ = ray.wait(list(running), num_returns=1)
             shard, actor = running.pop(ref)
-            idle.append(actor)  # Ray restarts a dead actor; calls wait for it
+            if shard is None:
+                self._probed(ref, actor, idle, running, failed_probes)
+                continue
             try:
                 result = ray.get(ref)
             except RayActorError as err:
+                # Ray restarts the actor; it gets work again once it answers a probe.
+                running[actor.info.remote()] = (None, actor)
                 key = (shard.bag_index, shard.number)
                 deaths[key] = deaths.get(key, 0) + 1
                 if deaths[key] > self.max_retries:
@@ -187,12 +196,29 @@ class RayExecutor(Executor):
                     pending.appendleft(shard)
                 continue
             except RayTaskError as err:
+                idle.append(actor)
                 if isinstance(err.cause, DlVisionError):
                     yield shard, str(err.cause)
                     continue
                 raise
+            idle.append(actor)
             self._workers[result.worker] = self._workers.get(result.worker, 0) + 1
             yield shard, result
+
+    def _probed(self, ref: Any, actor: Any, idle: List[Any], running: Dict[Any, Any], failed: Dict[int, int]) -> None:
+        """A restarted actor answered its probe (back to work), or did not (probe again, or drop it)."""
+        try:
+            ray.get(ref)
+        except (RayActorError, RayTaskError) as err:
+            failed[id(actor)] = failed.get(id(actor), 0) + 1
+            if isinstance(err, RayActorError) and failed[id(actor)] <= self.max_retries:
+                running[actor.info.remote()] = (None, actor)
+            else:
+                self._pool.remove(actor)
+                self.warnings.append("a Ray worker did not come back after dying (%s); dropped" % _first_line(err))
+            return
+        failed.pop(id(actor), None)
+        idle.append(actor)
 
     def describe(self) -> Dict[str, Any]:
         return {
