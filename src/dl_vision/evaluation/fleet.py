@@ -23,6 +23,7 @@ Bags come from paths, folders (every ``*.bag`` below), globs, or a YAML manifest
 from __future__ import annotations
 
 import abc
+import dataclasses
 import glob
 import os
 import sys
@@ -342,7 +343,8 @@ def evaluate_fleet(
         progress: show a tqdm bar of frames over all shards (default: when stderr is a terminal).
 
     Raises:
-        EvaluationError: ``strict`` and a bag failed (naming it), or the executor could not start.
+        EvaluationError: ``strict`` and a bag failed (naming it), no bag passed the checks, or the
+            executor could not start.
     """
     scoring = scoring or Scoring()
     started = time.perf_counter()
@@ -361,6 +363,8 @@ def evaluate_fleet(
                 frames[i] = reader.count(bag.topic)
         except DlVisionError as err:
             fail(i, str(err))
+    if not frames:
+        raise EvaluationError("fleet: none of the %d bags can be read; %s: %s" % (len(bags), bags[0].name, errors[0]))
     executor.start(sum(-(-n // shard_frames) if shard_frames else 1 for n in frames.values()))
     info = executor.info()
     plans: Dict[int, BagPlan] = {}
@@ -401,11 +405,14 @@ def evaluate_fleet(
     scored = [i for i in plans if i not in errors]
     warnings = ["bag %s not scored: %s" % (bags[i].name, errors[i]) for i in sorted(errors)] + list(executor.warnings)
     overall = overall_error = None
-    try:
-        pooled = [r for i in scored for r in results[i]]
-        overall = pooled_report([plans[i] for i in scored], pooled, info, _span_s(pooled))
-    except DlVisionError as err:
-        overall_error = str(err)
+    if len(scored) == 1:  # pooling one bag gives its own report: no second COCOeval
+        overall = dataclasses.replace(bag_reports[bags[scored[0]].name], mode="fleet")
+    else:
+        try:
+            pooled = [r for i in scored for r in results[i]]
+            overall = pooled_report([plans[i] for i in scored], pooled, info, _span_s(pooled))
+        except DlVisionError as err:
+            overall_error = str(err)
     segmentation_only = not any("mAP" in r.metrics for r in rows) and any("mIoU" in r.metrics for r in rows)
     sort_metric = "mIoU" if segmentation_only else "mAP"
     execution = dict(executor.describe(), shards=len(shards), shard_frames=shard_frames)

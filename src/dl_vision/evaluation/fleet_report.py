@@ -166,6 +166,10 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _plain(value: Any) -> str:
+    return "%.4g" % value if isinstance(value, float) else str(value)
+
+
 def fleet_markdown(fleet: FleetReport) -> str:
     """The fleet report as Markdown: pooled headline, per-bag table worst first, warnings."""
     failed = [r for r in fleet.bags if r.error]
@@ -180,7 +184,7 @@ def fleet_markdown(fleet: FleetReport) -> str:
             sum(r.frames or 0 for r in fleet.bags),
             sum(r.evaluated or 0 for r in fleet.bags),
         ),
-        "- ran on: %s" % ", ".join("%s %s" % (k, _fmt(v)) for k, v in execution.items() if not isinstance(v, dict)),
+        "- ran on: %s" % ", ".join("%s %s" % (k, _plain(v)) for k, v in execution.items() if not isinstance(v, dict)),
         "",
         "## All bags pooled",
         "",
