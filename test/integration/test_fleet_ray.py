@@ -40,7 +40,7 @@ TOPIC = "/camera/image_raw"
 @pytest.fixture(scope="module")
 def cluster():
     """A local Ray instance for the module; yields its address for other drivers."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 * 2**20)
+    ray.init("local", num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 * 2**20)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 

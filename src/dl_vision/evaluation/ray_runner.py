@@ -30,9 +30,10 @@ def connect(address: str) -> None:
     """Join Ray, unless this process already has.
 
     Args:
-        address: ``local`` starts a Ray instance on this machine; ``auto`` joins the cluster this
-            machine belongs to (``ray start``); anything else is a cluster address
-            (``host:6379`` from a cluster node, ``ray://host:10001`` through Ray Client).
+        address: ``local`` starts a new Ray instance on this machine (even where ``ray start``
+            left one); ``auto`` joins the cluster this machine belongs to (``ray start``); anything
+            else is a cluster address (``host:6379`` from a cluster node, ``ray://host:10001``
+            through Ray Client).
 
     Raises:
         EvaluationError: Ray cannot start or reach the address.
@@ -40,13 +41,12 @@ def connect(address: str) -> None:
     if ray.is_initialized():
         return
     options: Dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+    if address == "local":
+        options["include_dashboard"] = False
     try:
-        if address == "local":
-            ray.init(include_dashboard=False, **options)
-        else:
-            ray.init(address=address, **options)
+        ray.init(address=address, **options)
     except (ConnectionError, RuntimeError, ValueError) as err:
-        raise EvaluationError("ray: cannot join %s (%s)" % (address, str(err).splitlines()[0])) from err
+        raise EvaluationError("ray: cannot join %s (%s)" % (address, _first_line(err))) from err
 
 
 class ShardWorker:
@@ -239,4 +239,6 @@ class RayExecutor(Executor):
 
 
 def _first_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0]
+    """The first line of an error's message, or its type's name when it has none."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
