@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import pytest
+from rosbags.rosbag1 import Reader
 from test_offline_evaluation import BOX, LABELS, PERIOD, START, coco_json, dets, write_bag
 
 from dl_vision.errors import EvaluationError
@@ -134,8 +135,19 @@ def test_pooled_metrics_equal_one_bag_holding_every_frame(tmp_path):
 
 def test_an_unusable_bag_is_its_own_error_and_the_rest_is_scored(tmp_path):
     good = [varied_bag(tmp_path / ("good%d.bag" % k), 6, seed=k, first=10 * k) for k in range(2)]
-    (tmp_path / "garbage.bag").write_bytes(b"not a bag" * 100)
-    # Truth for 320x240 images on 160x120 frames: found by the worker, not by the checks before.
+    (tmp_path / "garbage.bag").write_bytes(bytes(range(256)) * 20)
+    # A damaged chunk behind an intact index: found by the worker while reading, not by the checks.
+    damaged = varied_bag(tmp_path / "damaged.bag", 4, seed=8, first=40)
+    reader = Reader(damaged)
+    reader.open()
+    (camera,) = [c for c in reader.connections if c.topic == "/cam"]
+    third = reader.indexes[camera.id][2]  # the third frame's record: zero its header
+    position = reader.chunks[third.chunk_pos].datapos + third.offset
+    reader.close()
+    data = bytearray(damaged.read_bytes())
+    data[position : position + 64] = bytes(64)
+    damaged.write_bytes(bytes(data))
+    # Truth for 320x240 images on 160x120 frames: also found by the worker.
     wrong_size = varied_bag(tmp_path / "wrong_size.bag", 4, seed=7, first=50)
     gt = coco_json(tmp_path / "wrong.json", 4, [[(BOX[0].tolist(), 0)]] * 4, key="index")
     data = json.loads(gt.read_text())
@@ -147,16 +159,18 @@ def test_an_unusable_bag_is_its_own_error_and_the_rest_is_scored(tmp_path):
     bags += [
         BagInput(str(tmp_path / "garbage.bag"), "/cam", topic_truth, "garbage"),
         BagInput(str(tmp_path / "missing.bag"), "/cam", topic_truth, "missing"),
+        BagInput(str(damaged), "/cam", topic_truth, "damaged"),
         BagInput(str(wrong_size), "/cam", GroundTruthSource(gt), "wrong_size"),
     ]
-    predictions = RecordedFleet(good + [wrong_size])
+    predictions = RecordedFleet(good + [damaged, wrong_size])
     run = fleet(bags, predictions, shard_frames=4)
-    rows = run.report.bags
-    assert [r.name for r in rows[:3]] == ["garbage", "missing", "wrong_size"]  # failed bags first
-    assert "not a readable ROS 1 bag" in rows[0].error and "found nothing" in rows[1].error
-    assert "is 320x240, but the frame is 160x120" in rows[2].error and rows[2].metrics == {}
+    rows = {r.name: r for r in run.report.bags}
+    assert [r.name for r in run.report.bags[:4]] == ["damaged", "garbage", "missing", "wrong_size"]  # failed first
+    assert "damaged.bag: unreadable data" in rows["damaged"].error and rows["damaged"].frames == 4
+    assert "not a readable ROS 1 bag" in rows["garbage"].error and "found nothing" in rows["missing"].error
+    assert "is 320x240, but the frame is 160x120" in rows["wrong_size"].error and rows["wrong_size"].metrics == {}
     assert sorted(run.bag_reports) == ["good0", "good1"]
-    assert sum("not scored" in w for w in run.report.warnings) == 3
+    assert sum("not scored" in w for w in run.report.warnings) == 4
     scored_only = fleet(bags[:2], predictions, shard_frames=4)
     assert scores(run.report.overall) == scores(scored_only.report.overall)
     with pytest.raises(EvaluationError, match="bag garbage: bag .*garbage.bag: not a readable ROS 1 bag"):

@@ -11,6 +11,7 @@ same converters the nodes publish with.
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
@@ -26,6 +27,10 @@ IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 DETECTION_ARRAY = "dl_vision/msg/DetectionArray"
 IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
+
+#: What rosbags raises on a damaged file: its own error, and undecodable bytes (ValueError,
+#: struct.error, IndexError), failed decompression (OSError from bz2, RuntimeError from lz4).
+UNREADABLE = (ReaderError, ValueError, struct.error, IndexError, EOFError, OSError, RuntimeError)
 
 
 class Frame(NamedTuple):
@@ -100,8 +105,8 @@ class BagReader:
         self._reader = Reader(self.path)
         try:
             self._reader.open()
-        except ReaderError as err:
-            raise EvaluationError("bag %s: not a readable ROS 1 bag (%s)" % (self.path, err)) from err
+        except UNREADABLE as err:
+            raise EvaluationError("bag %s: not a readable ROS 1 bag (%s)" % (self.path, _one_line(err))) from err
         self._store = get_typestore(Stores.EMPTY)
         for conn in self._reader.connections:
             try:
@@ -164,8 +169,16 @@ class BagReader:
         conns = [c for c in self._reader.connections if c.topic in topics]
         if not conns:
             return
-        for conn, bag_time, raw in self._reader.messages(connections=conns, start=start_ns, stop=stop_ns):
-            yield conn.topic, bag_time, self._store.deserialize_ros1(raw, conn.msgtype)
+        stream = self._reader.messages(connections=conns, start=start_ns, stop=stop_ns)
+        while True:
+            try:
+                conn, bag_time, raw = next(stream)
+                msg = self._store.deserialize_ros1(raw, conn.msgtype)
+            except StopIteration:
+                return
+            except UNREADABLE as err:
+                raise EvaluationError("bag %s: unreadable data (%s)" % (self.path, _one_line(err))) from err
+            yield conn.topic, bag_time, msg
 
     def message_times(self, topic: str) -> List[int]:
         """Bag times (ns) of every message on ``topic``, in bag order, read from the index alone."""
@@ -270,3 +283,7 @@ class BagWriter:
         header = self.header(topic, stamp_ns, frame_id)
         msg = messages.detections_to_msg(dets, header, width, height, model, self.types)
         self.write(topic, DETECTION_ARRAY, msg, stamp_ns if bag_time_ns is None else bag_time_ns)
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
