@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -22,10 +23,12 @@ from dl_vision.evaluation.cli import compare_reports_main
 from dl_vision.evaluation.fleet import BagInput, LocalExecutor, bag_inputs, evaluate_fleet, read_manifest
 from dl_vision.evaluation.fleet_report import bag_regressions, compare_bags, write_fleet_report
 from dl_vision.evaluation.offline import GroundTruthSource, Scoring, evaluate_bag
-from dl_vision.evaluation.predictions import Prediction, PredictionSource, RecordedPredictions
+from dl_vision.evaluation.predictions import ModelSettings, Prediction, PredictionSource, RecordedPredictions
+from dl_vision.spec import load_spec
 from dl_vision.structures import Detections
 
 SEG_LABELS = {0: "background", 1: "person"}
+MODELS = Path(__file__).resolve().parents[2] / "config" / "models"
 
 
 class RecordedFleet(PredictionSource):
@@ -276,3 +279,21 @@ def test_evaluate_runs_many_bags_without_importing_ray_and_a_missing_ray_is_one_
     errors = [line for line in missing.stderr.splitlines() if line.strip()]
     assert missing.returncode == 2 and len(errors) == 1
     assert errors[0].startswith("error: --ray: expected Ray to be installed") and "requirements-ray.txt" in errors[0]
+
+
+@pytest.mark.parametrize(
+    "spec, runtime, gpu, threads",
+    [
+        ("face", {}, False, True),
+        ("examples/yolov8n_onnx.yaml", {}, True, True),  # providers: [tensorrt, cuda, cpu]
+        ("examples/yolov8n_onnx.yaml", {"providers": "cpu"}, False, True),
+        ("examples/yolov8n_onnx.yaml", {"providers": ["CUDAExecutionProvider"]}, True, True),
+        ("face", {"format": "tensorrt"}, True, False),
+    ],
+)
+def test_ray_actors_ask_for_a_gpu_when_the_spec_runs_on_one(spec, runtime, gpu, threads):
+    loaded = load_spec(spec if spec == "face" else str(MODELS / spec))
+    loaded.format = runtime.pop("format", loaded.format)
+    loaded.runtime.update(runtime)
+    settings = ModelSettings(loaded)
+    assert settings.uses_gpu() is gpu and settings.takes_runtime_option("threads") is threads

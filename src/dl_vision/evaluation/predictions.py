@@ -163,10 +163,15 @@ class ModelSettings:
 
     def uses_gpu(self) -> bool:
         """Whether a spec's runtime runs on a GPU: a TensorRT engine, or ONNX Runtime with a CUDA or
-        TensorRT provider in ``runtime.providers``."""
+        TensorRT provider named in ``runtime.providers`` (short or full names)."""
+        from dl_vision.backends.onnxruntime import PROVIDER_ALIASES
+
+        gpu = {PROVIDER_ALIASES["cuda"], PROVIDER_ALIASES["tensorrt"]}
         for spec in self.specs:
-            providers = [p[0] if isinstance(p, (list, tuple)) else p for p in spec.runtime.get("providers") or []]
-            if spec.format == "tensorrt" or any(str(p).startswith(("CUDA", "Tensorrt")) for p in providers):
+            providers = spec.runtime.get("providers") or []
+            providers = [providers] if isinstance(providers, str) else providers
+            named = {PROVIDER_ALIASES.get(str(p).lower(), str(p)) for p in providers}
+            if spec.format == "tensorrt" or (spec.format == "onnx" and named & gpu):
                 return True
         return False
 
