@@ -1,12 +1,17 @@
 """bootstrap/setup.sh's system-package step: installs nothing when nothing is missing, and as
-a non-root user prints the exact apt-get command and stops."""
+a non-root user prints the exact apt-get command and stops; it finds ROS Noetic's apt source by
+asking apt (fake apt configurations stand in for the platforms); and its .pth bridge lets an
+interpreter without ROS's site-packages import ROS (the conda mode's mechanism, without conda)."""
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
+from typing import Dict, Iterator
 
 import pytest
 
@@ -16,16 +21,36 @@ MISSING = "dl-vision-test-no-such-package"
 
 pytestmark = pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="needs dpkg (Debian or Ubuntu)")
 
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("runuser") is None, reason="needs root to become another user"
+)
 
-def run_step(packages: str, as_user: str = "") -> subprocess.CompletedProcess:
-    script = 'source "%s"; detect_platform; APT_PACKAGES="%s"; install_system_packages; echo STEP-DONE' % (
-        SETUP,
+
+@pytest.fixture()
+def public_dir() -> Iterator[Path]:
+    """A directory the user nobody can read (pytest's tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="dl_vision_setup_"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(str(path))
+
+
+def run_step(
+    packages: str, as_user: str = "", setup: Path = SETUP, platform: str = "", env: Dict[str, str] = None
+) -> subprocess.CompletedProcess:
+    script = 'source "%s"; detect_platform; %sAPT_PACKAGES="%s"; install_system_packages; echo STEP-DONE' % (
+        setup,
+        "PLATFORM=%s; " % platform if platform else "",
         packages,
     )
     command = ["bash", "-c", script]
     if as_user:
-        command = ["runuser", "-u", as_user, "--"] + command
-    return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+        variables = ["%s=%s" % item for item in (env or {}).items()]
+        command = ["runuser", "-u", as_user, "--", "env"] + variables + command
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run(
+        command, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=60
+    )
 
 
 def test_nothing_missing_installs_nothing() -> None:
@@ -35,15 +60,186 @@ def test_nothing_missing_installs_nothing() -> None:
     assert "installing" not in result.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runuser") is None, reason="needs root to become another user")
-def test_non_root_gets_the_exact_apt_command(tmp_path: Path) -> None:
-    if (
-        not os.access(str(SETUP), os.R_OK)
-        or subprocess.run(["runuser", "-u", "nobody", "--", "test", "-r", str(SETUP)]).returncode
-    ):
-        pytest.skip("the checkout is not readable by nobody")
-    result = run_step("bash %s" % MISSING, as_user="nobody")
+@needs_root
+def test_non_root_gets_the_exact_apt_command(public_dir: Path) -> None:
+    setup = public_dir / "setup.sh"
+    shutil.copy(str(SETUP), str(setup))
+    result = run_step("bash %s" % MISSING, as_user="nobody", setup=setup)
     assert result.returncode == 1
     assert "STEP-DONE" not in result.stdout
     expected = "sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y %s" % MISSING
     assert expected in result.stderr.splitlines()[-1]
+
+
+# --- ROS Noetic's apt source ---------------------------------------------------------------------
+
+UBUNTU = "deb http://archive.ubuntu.com/ubuntu focal main universe\n"
+SNAPSHOTS = "http://snapshots.ros.org/noetic/final/ubuntu"
+ROS_SOURCES = {
+    # The ros:noetic images since June 2025.
+    "snapshots": {
+        "ros1-snapshots.list": "deb [ signed-by=/usr/share/keyrings/ros1-snapshots-archive-keyring.gpg ] "
+        "%s focal main\n" % SNAPSHOTS
+    },
+    # ROS's own instructions before the end of life.
+    "ros-latest": {"ros-latest.list": "deb http://packages.ros.org/ros/ubuntu focal main\n"},
+    # A mirror, in the deb822 format.
+    "mirror-deb822": {
+        "ros.sources": "Types: deb\nURIs: https://mirrors.ustc.edu.cn/ros/ubuntu\nSuites: focal\nComponents: main\n"
+        "Signed-By: /usr/share/keyrings/ros-archive-keyring.gpg\n"
+    },
+    # ROS 2 only: its repository does not provide ROS 1.
+    "ros2-only": {
+        "ros2.list": "deb [arch=amd64 signed-by=/usr/share/keyrings/ros-archive-keyring.gpg] "
+        "http://packages.ros.org/ros2/ubuntu focal main\n"
+    },
+    # A line that a text search would find, but apt ignores.
+    "commented-out": {"ros-latest.list": "# deb http://packages.ros.org/ros/ubuntu focal main\n"},
+    "none": {},
+}
+FOUND = {
+    "snapshots": SNAPSHOTS,
+    "ros-latest": "http://packages.ros.org/ros/ubuntu",
+    "mirror-deb822": "https://mirrors.ustc.edu.cn/ros/ubuntu",
+}
+
+
+def fake_apt_root(root: Path, sources: Dict[str, str], lists: Dict[str, str] = None) -> Path:
+    """An apt root directory: sources.list with Ubuntu's archive, ``sources`` in sources.list.d."""
+    for directory in ("etc/apt/sources.list.d", "etc/apt/preferences.d", "var/lib/apt/lists", "var/lib/dpkg"):
+        (root / directory).mkdir(parents=True, exist_ok=True)
+    (root / "var/lib/dpkg/status").write_text("")
+    (root / "etc/apt/sources.list").write_text(UBUNTU)
+    for name, text in sources.items():
+        (root / "etc/apt/sources.list.d" / name).write_text(text)
+    for name, text in (lists or {}).items():
+        (root / "var/lib/apt/lists" / name).write_text(text)
+    return root
+
+
+def ros_source(root: Path) -> subprocess.CompletedProcess:
+    script = 'source "%s"; ros_noetic_apt_source || { echo "ADVICE: $(ros_noetic_apt_advice)"; exit 3; }' % SETUP
+    env = dict(os.environ, DL_VISION_APT_ROOT=str(root))
+    return subprocess.run(
+        ["bash", "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True
+    )
+
+
+@pytest.mark.parametrize("case", sorted(ROS_SOURCES))
+def test_ros_noetic_apt_source_is_what_apt_would_fetch(case: str, tmp_path: Path) -> None:
+    result = ros_source(fake_apt_root(tmp_path, ROS_SOURCES[case]))
+    if case in FOUND:
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.strip() == "%s (apt sources)" % FOUND[case]
+        return
+    assert result.returncode == 3, result.stdout
+    (advice,) = result.stdout.splitlines()
+    assert advice.startswith("ADVICE: ROS Noetic's apt repository is not configured")
+    assert (
+        "'deb [signed-by=/usr/share/keyrings/ros1-snapshots-archive-keyring.gpg] %s focal main'" % SNAPSHOTS in advice
+    )
+    assert ("(apt has only ROS 2's http://packages.ros.org/ros2/ubuntu)" in advice) == (case == "ros2-only")
+
+
+PACKAGES_STANZA = (
+    "Package: ros-noetic-ros-base\nVersion: 1.5.0-1focal.20210922.213755\nArchitecture: amd64\n"
+    "Filename: pool/r/ros-base.deb\nSize: 1\nDescription: ROS base\n\n"
+)
+
+
+def test_downloaded_lists_answer_for_any_source_name(tmp_path: Path) -> None:
+    # A company mirror under a path of its own: apt-cache policy knows ros-noetic-ros-base from it.
+    lists = {"artifacts.example.com_noetic-mirror_dists_focal_main_binary-amd64_Packages": PACKAGES_STANZA}
+    root = fake_apt_root(
+        tmp_path, {"robots.list": "deb http://artifacts.example.com/noetic-mirror focal main\n"}, lists
+    )
+    result = ros_source(root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "ros-noetic-ros-base 1.5.0-1focal.20210922.213755 is available (apt-cache policy)"
+
+
+@needs_root
+@pytest.mark.parametrize("case", ["snapshots", "ros2-only"])
+def test_noetic_install_step_proceeds_only_with_a_ros1_source(case: str, public_dir: Path) -> None:
+    setup = public_dir / "setup.sh"
+    shutil.copy(str(SETUP), str(setup))
+    root = fake_apt_root(public_dir / "apt", ROS_SOURCES[case])
+    result = run_step(
+        "bash %s" % MISSING, as_user="nobody", setup=setup, platform="noetic-opt", env={"DL_VISION_APT_ROOT": str(root)}
+    )
+    assert result.returncode == 1
+    assert "STEP-DONE" not in result.stdout
+    last = result.stderr.splitlines()[-1]
+    if case == "snapshots":
+        assert "ROS Noetic's apt source: %s (apt sources)" % SNAPSHOTS in result.stderr
+        assert last.endswith("apt-get install -y %s" % MISSING)
+    else:
+        assert "error: ROS Noetic's apt repository is not configured (apt has only ROS 2's" in last
+        assert "apt-get install" not in result.stderr
+
+
+# --- .pth bridge into an interpreter without ROS (the conda mode's mechanism) ----------------------
+
+ROS_PYTHON = "/usr/bin/python3"
+ROS_MINOR = "%d.%d" % tuple(
+    int(x) for x in subprocess.check_output([ROS_PYTHON, "-c", "import sys; print(*sys.version_info[:2])"]).split()
+)
+PYENV_SAME = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/%s.*/bin/python%s" % (ROS_MINOR, ROS_MINOR))))
+PYENV_OTHER = sorted(
+    p for p in glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin/python3")) if "/%s." % ROS_MINOR not in p
+)
+CHECK_ROS = """
+import numpy, cv2, rospy
+from cv_bridge import CvBridge
+image = numpy.arange(48, dtype=numpy.uint8).reshape(4, 4, 3)
+assert (CvBridge().imgmsg_to_cv2(CvBridge().cv2_to_imgmsg(image, "bgr8")) == image).all()
+print(numpy.__file__)
+"""
+
+
+def bridge(python: str) -> subprocess.CompletedProcess:
+    script = 'source "%s"; detect_platform; source_ros; bridge_ros_site_packages "%s"' % (SETUP, python)
+    return subprocess.run(
+        ["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True
+    )
+
+
+@pytest.mark.parametrize("interpreter", ["ros-python-venv", "pyenv"])
+def test_bridge_lets_an_interpreter_without_ros_import_it(interpreter: str, tmp_path: Path) -> None:
+    if interpreter == "pyenv" and not PYENV_SAME:
+        pytest.skip("no pyenv Python %s on this machine" % ROS_MINOR)
+    base = ROS_PYTHON if interpreter == "ros-python-venv" else PYENV_SAME[-1]
+    subprocess.run([base, "-m", "venv", str(tmp_path / "env")], check=True)  # no system site-packages
+    python = str(tmp_path / "env" / "bin" / "python3")
+    before = subprocess.run(
+        [python, "-c", CHECK_ROS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True
+    )
+    assert before.returncode != 0 and "No module named" in before.stderr
+    result = bridge(python)
+    assert result.returncode == 0, result.stderr
+    after = subprocess.run(
+        [python, "-c", CHECK_ROS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True
+    )
+    assert after.returncode == 0, after.stderr
+    assert after.stdout.strip().startswith(("/usr/lib/python3/dist-packages/", "/opt/ros/")), after.stdout
+    # The constraints file holds numpy to ROS's version: pip sees ROS's numpy as installed and keeps it.
+    version = subprocess.check_output(
+        [ROS_PYTHON, "-c", "import numpy; print(numpy.__version__)"], universal_newlines=True
+    )
+    pip = subprocess.run(
+        [python, "-m", "pip", "install", "--no-index", "--dry-run", "numpy==%s" % version.strip()],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        universal_newlines=True,
+    )
+    assert pip.returncode == 0 and "Requirement already satisfied: numpy==%s" % version.strip() in pip.stdout, (
+        pip.stdout
+    )
+
+
+def test_bridge_refuses_another_python_version(tmp_path: Path) -> None:
+    if not PYENV_OTHER:
+        pytest.skip("no pyenv Python other than %s on this machine" % ROS_MINOR)
+    result = bridge(PYENV_OTHER[0])
+    assert result.returncode == 1
+    assert "expected ROS's version %s, whose compiled modules it must load" % ROS_MINOR in result.stderr
