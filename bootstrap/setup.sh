@@ -345,9 +345,10 @@ run_tests() {
     ruff check "$REPO/src" "$REPO/test" "$REPO/scripts"
     ruff format --check "$REPO/src" "$REPO/test" "$REPO/scripts"
     run_static_checks
+    # Before the full suite: quick, and the full suite's summary stays the closing line.
+    run_python38_unit_tests
     log "pytest"
     python3 -m pytest -q -ra --durations=15 "$REPO/test"
-    run_python38_unit_tests
 }
 
 # What cannot run here is checked statically: the Dockerfiles (hadolint), the workflow
