@@ -413,8 +413,8 @@ run_python38_unit_tests() {
         "$env/bin/python" -m pip install -q --disable-pip-version-check -r "$REPO/bootstrap/requirements.txt" "${extra[@]}"
         echo "$digest" > "$stamp"
     fi
-    log "pytest test/unit under $("$env/bin/python" -V) (the core: no ROS)"
-    (unset VIRTUAL_ENV ROS_PACKAGE_PATH; PYTHONPATH="$REPO/src" "$env/bin/python" -m pytest -q -ra -p no:cacheprovider "$REPO/test/unit")
+    log "pytest test/unit under $("$env/bin/python" -V): the core, without ROS (see test/unit/conftest.py)"
+    (unset VIRTUAL_ENV ROS_PACKAGE_PATH; PYTHONPATH="$REPO/src" "$env/bin/python" -m pytest -q -ra -m "not ros" -p no:cacheprovider "$REPO/test/unit")
 }
 
 run_demo() {
