@@ -209,7 +209,8 @@ def test_bridge_lets_an_interpreter_without_ros_import_it(interpreter: str, tmp_
     if interpreter == "pyenv" and not PYENV_SAME:
         pytest.skip("no pyenv Python %s on this machine" % ROS_MINOR)
     base = ROS_PYTHON if interpreter == "ros-python-venv" else PYENV_SAME[-1]
-    subprocess.run([base, "-m", "venv", str(tmp_path / "env")], check=True)  # no system site-packages
+    # No system site-packages and no pip of its own: after the bridge, ROS's python3-pip serves it too.
+    subprocess.run([base, "-m", "venv", "--without-pip", str(tmp_path / "env")], check=True)
     python = str(tmp_path / "env" / "bin" / "python3")
     before = subprocess.run(
         [python, "-c", CHECK_ROS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True
