@@ -231,15 +231,15 @@ install_requirements() {
         mv "$constraints.new" "$constraints"
     fi
     local digest
-    digest=$({ cat "$REPO/bootstrap/requirements.txt" "$constraints"; "$ENV_PYTHON" -VV; } | sha256sum | cut -d' ' -f1)
+    digest=$({ cat "$REPO"/bootstrap/requirements{,-dev}.txt "$constraints"; "$ENV_PYTHON" -VV; } | sha256sum | cut -d' ' -f1)
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ]; then
         return 0
     fi
     # Ubuntu 20.04's pip 20.0 cannot read manylinux_2_x wheel tags; newer pips are left alone.
     "$ENV_PYTHON" -m pip install -q --disable-pip-version-check "pip>=21.3"
-    log "installing bootstrap/requirements.txt into $ENV_DIR (numpy held by $constraints)"
+    log "installing bootstrap/requirements.txt and requirements-dev.txt into $ENV_DIR (numpy held by $constraints)"
     "$ENV_PYTHON" -m pip install -q --disable-pip-version-check \
-        -r "$REPO/bootstrap/requirements.txt" -c "$constraints"
+        -r "$REPO/bootstrap/requirements.txt" -r "$REPO/bootstrap/requirements-dev.txt" -c "$constraints"
     # opencv: ROS's cv2 must stay the one that imports; a pip wheel pulled in by a dependency
     # would shadow it (and bring its own numpy expectations).
     local cv2_file
@@ -357,7 +357,7 @@ run_static_checks() {
     local tool
     for tool in hadolint actionlint shellcheck; do
         if ! command -v "$tool" >/dev/null; then
-            [ "$(uname -m)" = x86_64 ] && die "$tool is not installed: expected it from bootstrap/requirements.txt in $VIRTUAL_ENV"
+            [ "$(uname -m)" = x86_64 ] && die "$tool is not installed: expected it from bootstrap/requirements-dev.txt in $VIRTUAL_ENV"
             log "$tool: skipped (no $(uname -m) wheel for this Python; x86_64 CI runs it)"
         fi
     done
