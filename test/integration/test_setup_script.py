@@ -9,6 +9,7 @@ import glob
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Dict, Iterator
@@ -209,8 +210,7 @@ def test_bridge_lets_an_interpreter_without_ros_import_it(interpreter: str, tmp_
     if interpreter == "pyenv" and not PYENV_SAME:
         pytest.skip("no pyenv Python %s on this machine" % ROS_MINOR)
     base = ROS_PYTHON if interpreter == "ros-python-venv" else PYENV_SAME[-1]
-    # No system site-packages and no pip of its own: after the bridge, ROS's python3-pip serves it too.
-    subprocess.run([base, "-m", "venv", "--without-pip", str(tmp_path / "env")], check=True)
+    subprocess.run([base, "-m", "venv", "--without-pip", str(tmp_path / "env")], check=True)  # no site-packages
     python = str(tmp_path / "env" / "bin" / "python3")
     before = subprocess.run(
         [python, "-c", CHECK_ROS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True
@@ -223,12 +223,23 @@ def test_bridge_lets_an_interpreter_without_ros_import_it(interpreter: str, tmp_
     )
     assert after.returncode == 0, after.stderr
     assert after.stdout.strip().startswith(("/usr/lib/python3/dist-packages/", "/opt/ros/")), after.stdout
-    # The constraints file holds numpy to ROS's version: pip sees ROS's numpy as installed and keeps it.
+    # The constraints file holds numpy to ROS's version: pip (this env's, run for that interpreter)
+    # sees ROS's numpy as installed there and keeps it.
     version = subprocess.check_output(
         [ROS_PYTHON, "-c", "import numpy; print(numpy.__version__)"], universal_newlines=True
     )
     pip = subprocess.run(
-        [python, "-m", "pip", "install", "--no-index", "--dry-run", "numpy==%s" % version.strip()],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            python,
+            "install",
+            "--no-index",
+            "--dry-run",
+            "numpy==" + version.strip(),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         universal_newlines=True,
