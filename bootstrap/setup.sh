@@ -393,7 +393,7 @@ find_python38() {
 # change or a pin without a 3.8 wheel fails here rather than on a robot.
 run_python38_unit_tests() {
     if python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 8))'; then
-        log "Python 3.8 unit tests: the env is Python 3.8, the run above covered them"
+        log "Python 3.8 unit tests: the env is Python 3.8, the full suite below covers them"
         return 0
     fi
     local python38 env=$DL_VISION_HOME/py38
