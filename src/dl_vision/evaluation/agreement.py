@@ -247,3 +247,42 @@ def write_agreement(report: Dict[str, Any], out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     return out
+
+
+def add_agreement_arguments(parser: Any) -> None:
+    """The ``evaluate agreement`` options on an argparse (sub)parser."""
+    parser.add_argument("--candidate", required=True, help="model spec under test (e.g. a TensorRT engine's)")
+    parser.add_argument("--reference", required=True, help="model spec taken as the truth (e.g. the ONNX source)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", help="folder of images")
+    source.add_argument("--bag", help="ROS 1 bag")
+    parser.add_argument("--topic", default="/camera/image_raw", help="image topic of the bag")
+    parser.add_argument("--limit", type=int, help="at most this many frames")
+    parser.add_argument("--out", type=Path, help="write the report as JSON here")
+    parser.add_argument("--floor", type=float, help="exit 1 when AP50 (detectors) or mean IoU (segmenters) is below")
+
+
+def agreement_main(args: Any) -> int:
+    """``evaluate agreement``: exit 0, 1 below ``--floor``, 2 on a user's error (one ``error:`` line)."""
+    import sys
+
+    from dl_vision.errors import DlVisionError
+    from dl_vision.image_sources import iter_images
+    from dl_vision.pipeline import Detector, Segmenter
+    from dl_vision.spec import load_spec
+
+    try:
+        specs = [load_spec(args.candidate), load_spec(args.reference)]
+        models = [(Detector if s.task == "detection" else Segmenter).from_spec(s) for s in specs]
+        report = score_agreement(models[0], models[1], iter_images(args.images or args.bag, args.topic, args.limit))
+        if args.out:
+            write_agreement(report, args.out)
+    except DlVisionError as err:
+        print("error: %s" % err, file=sys.stderr)
+        return 2
+    print(format_agreement(report))
+    name, value = gated_metric(report)
+    if args.floor is not None and (value is None or value < args.floor):
+        print("FAIL %s %.4f < floor %.4f" % (name, value or 0.0, args.floor), file=sys.stderr)
+        return 1
+    return 0
