@@ -1,6 +1,6 @@
 """``bash bootstrap/setup.sh gpu-check``: TensorRT end to end on any NVIDIA machine, ending in PASS or FAIL.
 
-Steps (a few minutes on a Jetson, under a minute on a desktop GPU):
+Steps (meant to end within 8 minutes on a Jetson; not yet timed on any GPU):
 
 1. the CUDA buffer tests (``test/gpu/test_cuda_memory.py``) with the binding this machine picks;
 2. an ONNX model: ``--model SPEC`` (``format: onnx``), or the shipped BlazeFace short-range model
