@@ -53,6 +53,6 @@ def iter_images(
             for count, frame in enumerate(reader.frames(topic)):
                 if limit is not None and count >= limit:
                     break
-                yield "%s#%d" % (topic, frame.index), frame.image
+                yield "%s#%d" % (topic, frame.index), frame.image()
     else:
         raise EvaluationError("images: expected an image folder or a .bag file, found %s" % path)
