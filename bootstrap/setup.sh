@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up dl_vision on a fresh machine and run its commands.
 #
-#   bash bootstrap/setup.sh [setup|demo|test|doctor|shell]
+#   bash bootstrap/setup.sh [setup|demo|test|doctor|shell|gpu-check|check-wheels]
 #
 # setup (the default) is idempotent: it installs the missing system packages (as root; otherwise
 # it prints the apt-get line), creates a Python env bound to ROS's interpreter, installs
@@ -10,8 +10,12 @@
 # demo, test and shell run setup first, then work inside the env (see bootstrap/activate.sh);
 # doctor runs without setup, so it can explain a setup that fails.
 #
+# gpu-check runs setup, then builds and checks TensorRT engines on an NVIDIA GPU (see the README);
+# check-wheels asks the package index whether every pin has a JetPack 5 wheel (bootstrap/check_wheels.py).
+#
 # Environment: DL_VISION_HOME (env + workspace, default ~/.dl_vision), DL_VISION_CACHE (models,
-# default ~/.cache/dl_vision), DL_VISION_ENV (venv, the default, or conda).
+# default ~/.cache/dl_vision), DL_VISION_ENV (venv, the default, or conda), DL_VISION_GPU (auto, the
+# default: GPU wheels when an NVIDIA driver answers; cuda: require them; none: CPU only).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -175,6 +179,63 @@ install_requirements() {
     echo "$digest" > "$stamp"
 }
 
+# --- GPU wheels ------------------------------------------------------------------------------
+# Sets GPU_MODE (none, cuda: x86 with an NVIDIA driver, or jetson) and CUDA_MAJOR (the driver's).
+detect_gpu() {
+    local wanted=${DL_VISION_GPU:-auto}
+    GPU_MODE=none
+    CUDA_MAJOR=""
+    case "$wanted" in
+        none) return 0 ;;
+        auto|cuda) ;;
+        *) die "DL_VISION_GPU must be auto, cuda or none, found '$wanted'" ;;
+    esac
+    if [ -f /etc/nv_tegra_release ]; then
+        GPU_MODE=jetson
+    elif command -v nvidia-smi >/dev/null 2>&1 \
+        && CUDA_MAJOR=$(nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9][0-9]*\)\..*/\1/p' | head -n 1) \
+        && [ -n "$CUDA_MAJOR" ]; then
+        GPU_MODE=cuda
+    elif [ "$wanted" = cuda ]; then
+        die "DL_VISION_GPU=cuda but no NVIDIA driver answers (nvidia-smi is missing or fails): install the driver, or use DL_VISION_GPU=none"
+    fi
+}
+
+# x86: onnxruntime-gpu, TensorRT and cuda-python for the driver's CUDA major, in place of the CPU
+# onnxruntime. Jetson: JetPack's TensorRT through system site-packages, pycuda built once.
+install_gpu_requirements() {
+    local file stamp=$ENV_DIR/dl_vision-gpu.sha256 digest
+    case "$GPU_MODE" in
+        none) return 0 ;;
+        jetson)
+            file=$REPO/bootstrap/requirements-gpu-jetson.txt
+            "$ENV_PYTHON" -c 'import tensorrt' 2>/dev/null \
+                || log "warning: JetPack's TensorRT does not import in $ENV_DIR: sudo apt install python3-libnvinfer"
+            export PATH="/usr/local/cuda/bin:$PATH"  # pycuda's build finds nvcc and CUDA there
+            ;;
+        cuda)
+            file=$REPO/bootstrap/requirements-gpu-cuda$CUDA_MAJOR.txt
+            if [ ! -f "$file" ]; then
+                die "the NVIDIA driver supports CUDA $CUDA_MAJOR: expected CUDA 12 or 13 (bootstrap/requirements-gpu-cuda12.txt, -cuda13.txt), found no GPU requirements for it; update the driver or set DL_VISION_GPU=none"
+            fi
+            ;;
+    esac
+    digest=$({ cat "$file" "$ENV_DIR/dl_vision-requirements.sha256"; "$ENV_PYTHON" -VV; } | sha256sum | cut -d' ' -f1)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ]; then
+        return 0
+    fi
+    if [ "$GPU_MODE" = cuda ] && "$ENV_PYTHON" -m pip show -q onnxruntime >/dev/null 2>&1; then
+        # Both wheels install the module onnxruntime: the CPU one must go, and the GPU one's files
+        # (partly overwritten by it) come back whole.
+        log "replacing the CPU onnxruntime with onnxruntime-gpu"
+        "$ENV_PYTHON" -m pip uninstall -q -y onnxruntime
+        "$ENV_PYTHON" -m pip uninstall -q -y onnxruntime-gpu >/dev/null 2>&1 || true
+    fi
+    log "installing $(basename "$file") into $ENV_DIR (GPU: $GPU_MODE${CUDA_MAJOR:+, driver CUDA $CUDA_MAJOR})"
+    "$ENV_PYTHON" -m pip install -q --disable-pip-version-check -r "$file" -c "$ENV_DIR/dl_vision-constraints.txt"
+    echo "$digest" > "$stamp"
+}
+
 # --- catkin workspace ------------------------------------------------------------------------
 build_workspace() {
     mkdir -p "$WS/src"
@@ -218,6 +279,8 @@ setup() {
     source_ros
     create_env
     install_requirements
+    detect_gpu
+    install_gpu_requirements
     build_workspace
     fetch_assets
     log "ready ($PLATFORM, env $ENV_DIR): source bootstrap/activate.sh"
@@ -267,9 +330,11 @@ main() {
         test) setup; activate; run_tests ;;
         demo) setup; activate; run_demo ;;
         doctor) shift; run_doctor "$@" ;;
+        gpu-check) shift; setup; activate; exec python3 -m dl_vision.engines.gpu_check "$@" ;;
+        check-wheels) shift; exec python3 "$REPO/bootstrap/check_wheels.py" "$@" ;;
         shell) setup; exec bash --rcfile <(printf 'source ~/.bashrc 2>/dev/null; source %q\n' "$REPO/bootstrap/activate.sh") -i ;;
-        -h|--help|help) sed -n '2,14p' "$0" ;;
-        *) die "unknown command '$command': expected setup, demo, test, doctor or shell" ;;
+        -h|--help|help) sed -n '2,20p' "$0" ;;
+        *) die "unknown command '$command': expected setup, demo, test, doctor, shell, gpu-check or check-wheels" ;;
     esac
 }
 

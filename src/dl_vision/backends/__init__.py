@@ -26,7 +26,11 @@ BACKENDS: Dict[str, str] = {
     "tflite": "dl_vision.backends.tflite:TFLiteBackend",
 }
 
-__all__ = ["BACKENDS", "Backend", "TensorInfo", "backend_class", "create_backend"]
+#: ``(format, runtime.engine) -> format`` whose backend runs the file: an ONNX model may run on ONNX
+#: Runtime (the default) or be built into a cached TensorRT engine (see :mod:`dl_vision.engines.cache`).
+ENGINES: Dict[tuple, str] = {("onnx", "onnxruntime"): "onnx", ("onnx", "tensorrt"): "tensorrt"}
+
+__all__ = ["BACKENDS", "ENGINES", "Backend", "TensorInfo", "backend_class", "create_backend"]
 
 
 def backend_class(fmt: str) -> Type[Backend]:
@@ -49,13 +53,23 @@ def create_backend(fmt: str, path: Union[str, Path], **options: Any) -> Backend:
     Args:
         fmt: model format (``tflite``, ``onnx``, ...).
         path: model file or directory.
-        **options: the spec's ``runtime`` section (e.g. ``threads``, ``providers``).
+        **options: the spec's ``runtime`` section (e.g. ``threads``, ``providers``); ``engine``
+            picks another runtime for the format (see :data:`ENGINES`).
 
     Raises:
         ConfigError: unknown format, or an option the backend does not take.
         BackendUnavailableError: the runtime is not installed.
         ModelError: the file cannot be loaded.
     """
+    engine = options.pop("engine", None)
+    if engine is not None:
+        if (fmt, engine) not in ENGINES:
+            choices = [e for f, e in ENGINES if f == fmt]
+            raise ConfigError(
+                "runtime.engine: expected %s for format %s, found %r"
+                % (" or ".join(choices) or "nothing (no alternative runtime)", fmt, engine)
+            )
+        fmt = ENGINES[(fmt, engine)]
     cls = backend_class(fmt)
     params = inspect.signature(cls.__init__).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):

@@ -88,6 +88,15 @@ class Backend(abc.ABC):
     outputs: List[TensorInfo]
 
     @property
+    def provider(self) -> str:
+        """Where inference really runs, for diagnostics and ``doctor`` (e.g. ``"CUDAExecutionProvider"``).
+
+        The runtime's name unless the backend knows more (the ONNX Runtime provider that started,
+        the TensorRT precision and GPU, the TensorFlow device).
+        """
+        return self.runtime
+
+    @property
     def supports_batch(self) -> bool:
         """True when the first input's batch dimension may exceed 1."""
         return bool(self.inputs) and self.inputs[0].shape[:1] in ((None,),)
