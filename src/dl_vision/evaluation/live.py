@@ -178,7 +178,7 @@ def run_live(
     det_labels = load_spec(model).labels if detect else None
     seg_labels = load_spec(segmenter_model).labels if segment else None
     if score_threshold is None and detect:
-        score_threshold = float(load_spec(model).thresholds.to_options().score_threshold)
+        score_threshold = load_spec(model).thresholds.score_threshold
     recorded = load_recorded(
         outputs_bag, det_topic if detect else None, seg_topic if segment else None, labels=det_labels or seg_labels
     )
