@@ -7,12 +7,14 @@ keypoints and masks back into input-image pixels exactly.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Tuple
 
 import cv2
 import numpy as np
 
 
+@dataclasses.dataclass
 class ImageTransform:
     """Axis-aligned scale-and-pad from the input image to the model input.
 
@@ -25,19 +27,16 @@ class ImageTransform:
         pad: (pad_x, pad_y) offset of the image inside the model input, pixels.
     """
 
-    __slots__ = ("image_size", "input_size", "scale", "pad")
+    image_size: Tuple[int, int]
+    input_size: Tuple[int, int]
+    scale: Tuple[float, float]
+    pad: Tuple[float, float] = (0.0, 0.0)
 
-    def __init__(
-        self,
-        image_size: Tuple[int, int],
-        input_size: Tuple[int, int],
-        scale: Tuple[float, float],
-        pad: Tuple[float, float] = (0.0, 0.0),
-    ) -> None:
-        self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.scale = (float(scale[0]), float(scale[1]))
-        self.pad = (float(pad[0]), float(pad[1]))
+    def __post_init__(self) -> None:
+        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+        self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
+        self.scale = (float(self.scale[0]), float(self.scale[1]))
+        self.pad = (float(self.pad[0]), float(self.pad[1]))
 
     @classmethod
     def stretch(cls, image_size: Tuple[int, int], input_size: Tuple[int, int]) -> "ImageTransform":
@@ -103,11 +102,3 @@ class ImageTransform:
         if crop.dtype == bool:
             return cv2.resize(crop.astype(np.uint8), (iw, ih), interpolation=cv2.INTER_NEAREST).astype(bool)
         return cv2.resize(crop, (iw, ih), interpolation=interpolation)
-
-    def __repr__(self) -> str:
-        return "ImageTransform(image=%s, input=%s, scale=%s, pad=%s)" % (
-            self.image_size,
-            self.input_size,
-            self.scale,
-            self.pad,
-        )

@@ -36,7 +36,6 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import yaml
 
 from dl_vision.backends import BACKENDS

@@ -12,6 +12,7 @@ or a mono8 class-map ``Image`` topic, with the header stamp of the image it desc
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -23,6 +24,7 @@ from dl_vision.errors import EvaluationError
 from dl_vision.evaluation.bag_io import Frame
 
 
+@dataclasses.dataclass(eq=False)
 class FrameTruth:
     """The ground truth of one frame.
 
@@ -34,21 +36,15 @@ class FrameTruth:
         class_map: optional (H, W) uint8 class-id map (semantic segmentation).
     """
 
-    __slots__ = ("boxes", "class_names", "iscrowd", "masks", "class_map")
+    boxes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 4)))
+    class_names: List[str] = dataclasses.field(default_factory=list)
+    iscrowd: Optional[np.ndarray] = None
+    masks: Optional[np.ndarray] = None
+    class_map: Optional[np.ndarray] = None
 
-    def __init__(
-        self,
-        boxes: Optional[np.ndarray] = None,
-        class_names: Optional[List[str]] = None,
-        iscrowd: Optional[np.ndarray] = None,
-        masks: Optional[np.ndarray] = None,
-        class_map: Optional[np.ndarray] = None,
-    ) -> None:
-        self.boxes = np.zeros((0, 4)) if boxes is None else np.asarray(boxes, np.float64).reshape(-1, 4)
-        self.class_names = list(class_names or [])
-        self.iscrowd = np.zeros(len(self.boxes), bool) if iscrowd is None else np.asarray(iscrowd, bool)
-        self.masks = masks
-        self.class_map = class_map
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, np.float64).reshape(-1, 4)
+        self.iscrowd = np.zeros(len(self.boxes), bool) if self.iscrowd is None else np.asarray(self.iscrowd, bool)
 
 
 class CocoGroundTruth:
