@@ -100,6 +100,12 @@ BUILD_ERRORS = [
         ConfigError,
         "decoder.params.strides",
     ),
+    (
+        "decoder parameter of the wrong type",
+        _with(decoder={"type": "ssd_anchors", "params": {"strides": 4}}),
+        ConfigError,
+        "decoder.params: bad options for decoder ssd_anchors",
+    ),
     ("missing model file", _with(file="absent.tflite"), ModelError, "absent.tflite does not exist"),
     ("file in the wrong format", BASE, ModelError, "is not a loadable TFLite model"),
     ("unknown runtime option", _with(runtime={"gpu": True}), ConfigError, "runtime.gpu"),
