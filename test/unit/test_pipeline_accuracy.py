@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from dl_vision import assets
-from dl_vision.decoders.nms import box_iou
 from dl_vision.errors import ConfigError, ImageConversionError
+from dl_vision.geometry import box_iou
 from dl_vision.pipeline import Detector, Segmenter
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

@@ -22,6 +22,7 @@ from pycocotools import mask as mask_utils
 
 from dl_vision.errors import EvaluationError
 from dl_vision.evaluation.bag_io import Frame
+from dl_vision.geometry import xywh_to_xyxy
 
 
 @dataclasses.dataclass(eq=False)
@@ -114,8 +115,7 @@ class CocoGroundTruth:
             )
         self.matched_images.add(int(image["id"]))
         anns = self.annotations.get(int(image["id"]), [])
-        boxes = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
-        boxes[:, 2:] += boxes[:, :2]
+        boxes = xywh_to_xyxy([a["bbox"] for a in anns])
         masks = None
         if self.has_masks:
             masks = np.zeros((len(anns), height, width), bool)
