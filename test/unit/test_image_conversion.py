@@ -5,14 +5,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
 
-pytest.importorskip("dl_vision.msg", reason="generated messages need the catkin devel space (source devel/setup.bash)")
-
-from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
-
-from dl_vision.errors import ImageConversionError  # noqa: E402
-from dl_vision.ros.image_conversion import (  # noqa: E402
+from dl_vision.errors import ImageConversionError
+from dl_vision.ros.image_conversion import (
     bgr_to_image_msg,
     class_map_to_msg,
     compressed_to_bgr,
@@ -21,7 +18,7 @@ from dl_vision.ros.image_conversion import (  # noqa: E402
     image_to_bgr,
     label_table_msg,
 )
-from dl_vision.structures import Detections, Segmentation  # noqa: E402
+from dl_vision.structures import Detections, Segmentation
 
 RNG = np.random.default_rng(7)
 BGR = RNG.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
