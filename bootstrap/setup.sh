@@ -8,6 +8,7 @@
 # bootstrap/requirements.txt with numpy held to ROS's version, builds a catkin workspace holding
 # this checkout and fetches the default models. A second run changes nothing.
 # demo, test and shell run setup first, then work inside the env (see bootstrap/activate.sh);
+# test also caches the wheels its tests use, so that no test downloads anything.
 # doctor runs without setup, so it can explain a setup that fails.
 #
 # Environment: DL_VISION_HOME (env + workspace, default ~/.dl_vision), DL_VISION_CACHE (models,
@@ -212,6 +213,26 @@ fetch_assets() {
     PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}" "$ENV_PYTHON" -m dl_vision.assets >/dev/null
 }
 
+# --- test data -------------------------------------------------------------------------------
+# Tests never download: what they need beyond the models is cached here, once. The doctor's
+# shadowing test puts a numpy 2 (which ROS's compiled modules were not built for) on PYTHONPATH.
+TEST_NUMPY=2.0.2
+cache_test_wheels() {
+    local dir=${DL_VISION_CACHE:-$HOME/.cache/dl_vision}/wheels tag
+    tag=$("$ENV_PYTHON" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
+    if compgen -G "$dir/numpy-$TEST_NUMPY-$tag-*.whl" >/dev/null; then
+        return 0
+    fi
+    if [ "$tag" = cp38 ]; then
+        log "no numpy 2 exists for Python 3.8: the doctor's shadowing test will fail here"
+        return 0
+    fi
+    log "caching the numpy $TEST_NUMPY wheel the doctor's test uses in $dir"
+    "$ENV_PYTHON" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+        --dest "$dir" "numpy==$TEST_NUMPY" \
+        || die "expected to download numpy==$TEST_NUMPY for $tag into $dir (tests use it offline), found an error above"
+}
+
 setup() {
     detect_platform
     install_system_packages
@@ -235,8 +256,9 @@ run_tests() {
     # Through the workspace link: catkin_lint wants the directory named like the package.
     log "catkin_lint --strict"
     catkin_lint --strict -W2 --offline "$WS/src/dl_vision"
-    log "ruff check"
+    log "ruff check, ruff format --check"
     ruff check "$REPO/src" "$REPO/test" "$REPO/scripts"
+    ruff format --check "$REPO/src" "$REPO/test" "$REPO/scripts"
     log "pytest"
     python3 -m pytest -q -ra --durations=15 "$REPO/test"
 }
@@ -263,11 +285,11 @@ main() {
     local command=${1:-setup}
     case "$command" in
         setup) setup ;;
-        test) setup; activate; run_tests ;;
+        test) setup; cache_test_wheels; activate; run_tests ;;
         demo) setup; activate; run_demo ;;
         doctor) shift; run_doctor "$@" ;;
         shell) setup; exec bash --rcfile <(printf 'source ~/.bashrc 2>/dev/null; source %q\n' "$REPO/bootstrap/activate.sh") -i ;;
-        -h|--help|help) sed -n '2,14p' "$0" ;;
+        -h|--help|help) sed -n '2,15p' "$0" ;;
         *) die "unknown command '$command': expected setup, demo, test, doctor or shell" ;;
     esac
 }
