@@ -65,7 +65,6 @@ class Preprocessor:
 
     def __init__(self, spec: InputSpec, tensor: TensorInfo) -> None:
         self.spec = spec
-        self.tensor = tensor
         shape = tensor.shape
         channels = 1 if spec.color == "gray" else 3
         if len(shape) != 4:
@@ -98,7 +97,6 @@ class Preprocessor:
             size = (int(hw[0]), int(hw[1]))
         self.size: Tuple[int, int] = (int(size[0]), int(size[1]))
         self.layout = layout
-        self.channels = channels
         self.dtype = tensor.dtype
         norm = spec.normalization
         if len(norm.mean) not in (1, channels) or len(norm.std) not in (1, channels):

@@ -167,7 +167,6 @@ class TensorRTBackend(Backend):
             raise BackendUnavailableError(
                 "format tensorrt: expected TensorRT 8.5 or newer (name-based tensor API), found %s" % trt.__version__
             )
-        self._trt = trt
         self._cuda = _cuda_buffers(device)
         self._logger = trt.Logger(trt.Logger.WARNING)
         trt.init_libnvinfer_plugins(self._logger, "")  # engines with plugin layers (e.g. EfficientNMS)

@@ -108,11 +108,6 @@ class CocoAccumulator:
             rle = encode_mask(mask)
             store["segm"].append(dict(ann, id=ann_id, bbox=bbox, segmentation=rle, area=float(mask_utils.area(rle))))
 
-    @property
-    def num_gt(self) -> int:
-        """Number of ground-truth objects added so far."""
-        return len(self.gt["bbox"])
-
     def _coco(self, anns: List[dict]) -> COCO:
         coco = COCO()
         coco.dataset = {
