@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # Set up dl_vision on a fresh machine and run its commands.
 #
-#   bash bootstrap/setup.sh [setup|env|demo|test|doctor|shell]
+#   bash bootstrap/setup.sh [setup|env|demo|test|doctor|shell|gpu-check|check-wheels]
 #
 # setup (the default) is idempotent: it installs the missing system packages (as root; otherwise
 # it prints the apt-get line), creates a Python env bound to ROS's interpreter, installs
 # bootstrap/requirements.txt with numpy held to ROS's version, builds a catkin workspace holding
-# this checkout and fetches the default models. A second run changes nothing. env does only the
-# first three (what needs only bootstrap/: a Docker layer of its own).
+# this checkout and fetches the default models. A second run changes nothing. env stops before the
+# workspace (what needs only bootstrap/: a Docker layer of its own).
 # demo, test and shell run setup first, then work inside the env (see bootstrap/activate.sh);
+# test also caches the wheels its tests use, so that no test downloads anything.
 # doctor runs without setup, so it can explain a setup that fails.
 #
+# gpu-check runs setup, then builds and checks TensorRT engines on an NVIDIA GPU (see the README);
+# check-wheels asks the package index whether every pin has a JetPack 5 wheel (bootstrap/check_wheels.py).
+#
 # Environment: DL_VISION_HOME (env + workspace, default ~/.dl_vision), DL_VISION_CACHE (models,
-# default ~/.cache/dl_vision), DL_VISION_ENV (venv, the default, or conda), DL_VISION_THIRD_PARTY
-# (sources built into the workspace when the system lacks them, default ../shared/third_party),
-# DL_VISION_PYTHON38 (a Python 3.8 for the test command's 3.8 step, default: found on PATH or pyenv).
+# default ~/.cache/dl_vision), DL_VISION_ENV (venv, the default, or conda), DL_VISION_GPU (auto, the
+# default: GPU wheels when an NVIDIA driver answers; cuda: require them; none: CPU only),
+# DL_VISION_THIRD_PARTY (sources built into the workspace when the system lacks them, default
+# ../shared/third_party), DL_VISION_PYTHON38 (the test command's Python 3.8; default: on PATH or pyenv's).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -30,9 +35,8 @@ log() { printf '[dl_vision setup] %s\n' "$*" >&2; }
 die() { printf '[dl_vision setup] error: %s\n' "$*" >&2; exit 1; }
 
 # --- platform -------------------------------------------------------------------------------
-# Sets PLATFORM, JETSON (the L4T release line on a Jetson, else empty), ROS_PYTHON (ROS's
-# interpreter), ROS_SETUP (file to source, may be empty), CATKIN_EXTEND (underlay for catkin
-# config, may be empty) and APT_PACKAGES.
+# Sets PLATFORM, ROS_PYTHON (ROS's interpreter), ROS_SETUP (file to source, may be empty),
+# CATKIN_EXTEND (underlay for catkin config, may be empty) and APT_PACKAGES.
 detect_platform() {
     local id="" codename=""
     if [ -r /etc/os-release ]; then
@@ -40,10 +44,6 @@ detect_platform() {
         id=$(. /etc/os-release && echo "${ID:-}")
         # shellcheck disable=SC1091
         codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
-    fi
-    JETSON=""
-    if [ -r /etc/nv_tegra_release ]; then
-        JETSON=$(head -n 1 /etc/nv_tegra_release)
     fi
     ROS_PYTHON=/usr/bin/python3
     if [ -f /opt/ros/noetic/setup.bash ] || { [ "$id" = ubuntu ] && [ "$codename" = focal ]; }; then
@@ -58,11 +58,6 @@ detect_platform() {
             ros-noetic-message-generation ros-noetic-message-runtime ros-noetic-vision-msgs
             python3-catkin-tools python3-catkin-lint python3-venv python3-pip python3-opencv
             build-essential cmake"
-        if [ -n "$JETSON" ]; then
-            # JetPack's TensorRT for the system Python 3.8, which the env sees through its
-            # system site-packages (NVIDIA's L4T apt repository, configured on JetPack images).
-            APT_PACKAGES="$APT_PACKAGES python3-libnvinfer"
-        fi
     elif [ "$id" = debian ] && [ "$codename" = bookworm ]; then
         # Debian bookworm packages ROS 1 itself: no /opt/ros, everything under /usr. Nothing in
         # ROS's packages pulls a C++ compiler, which catkin's CMake project needs.
@@ -250,6 +245,63 @@ install_requirements() {
     echo "$digest" > "$stamp"
 }
 
+# --- GPU wheels ------------------------------------------------------------------------------
+# Sets GPU_MODE (none, cuda: x86 with an NVIDIA driver, or jetson) and CUDA_MAJOR (the driver's).
+detect_gpu() {
+    local wanted=${DL_VISION_GPU:-auto}
+    GPU_MODE=none
+    CUDA_MAJOR=""
+    case "$wanted" in
+        none) return 0 ;;
+        auto|cuda) ;;
+        *) die "DL_VISION_GPU must be auto, cuda or none, found '$wanted'" ;;
+    esac
+    if [ -f /etc/nv_tegra_release ]; then
+        GPU_MODE=jetson
+    elif command -v nvidia-smi >/dev/null 2>&1 \
+        && CUDA_MAJOR=$(nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9][0-9]*\)\..*/\1/p' | head -n 1) \
+        && [ -n "$CUDA_MAJOR" ]; then
+        GPU_MODE=cuda
+    elif [ "$wanted" = cuda ]; then
+        die "DL_VISION_GPU=cuda but no NVIDIA driver answers (nvidia-smi is missing or fails): install the driver, or use DL_VISION_GPU=none"
+    fi
+}
+
+# x86: onnxruntime-gpu, TensorRT and cuda-python for the driver's CUDA major, in place of the CPU
+# onnxruntime. Jetson: JetPack's TensorRT through system site-packages, pycuda built once.
+install_gpu_requirements() {
+    local file stamp=$ENV_DIR/dl_vision-gpu.sha256 digest
+    case "$GPU_MODE" in
+        none) return 0 ;;
+        jetson)
+            file=$REPO/bootstrap/requirements-gpu-jetson.txt
+            "$ENV_PYTHON" -c 'import tensorrt' 2>/dev/null \
+                || log "warning: JetPack's TensorRT does not import in $ENV_DIR: sudo apt install python3-libnvinfer"
+            export PATH="/usr/local/cuda/bin:$PATH"  # pycuda's build finds nvcc and CUDA there
+            ;;
+        cuda)
+            file=$REPO/bootstrap/requirements-gpu-cuda$CUDA_MAJOR.txt
+            if [ ! -f "$file" ]; then
+                die "the NVIDIA driver supports CUDA $CUDA_MAJOR: expected CUDA 12 or 13 (bootstrap/requirements-gpu-cuda12.txt, -cuda13.txt), found no GPU requirements for it; update the driver or set DL_VISION_GPU=none"
+            fi
+            ;;
+    esac
+    digest=$({ cat "$file" "$ENV_DIR/dl_vision-requirements.sha256"; "$ENV_PYTHON" -VV; } | sha256sum | cut -d' ' -f1)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ]; then
+        return 0
+    fi
+    if [ "$GPU_MODE" = cuda ] && "$ENV_PYTHON" -m pip show -q onnxruntime >/dev/null 2>&1; then
+        # Both wheels install the module onnxruntime: the CPU one must go, and the GPU one's files
+        # (partly overwritten by it) come back whole.
+        log "replacing the CPU onnxruntime with onnxruntime-gpu"
+        "$ENV_PYTHON" -m pip uninstall -q -y onnxruntime
+        "$ENV_PYTHON" -m pip uninstall -q -y onnxruntime-gpu >/dev/null 2>&1 || true
+    fi
+    log "installing $(basename "$file") into $ENV_DIR (GPU: $GPU_MODE${CUDA_MAJOR:+, driver CUDA $CUDA_MAJOR})"
+    "$ENV_PYTHON" -m pip install -q --disable-pip-version-check -r "$file" -c "$ENV_DIR/dl_vision-constraints.txt"
+    echo "$digest" > "$stamp"
+}
+
 # --- catkin workspace ------------------------------------------------------------------------
 build_workspace() {
     mkdir -p "$WS/src"
@@ -310,23 +362,43 @@ fetch_assets() {
     PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}" "$ENV_PYTHON" -m dl_vision.assets >/dev/null
 }
 
-# The system packages and the env with its wheels: what needs only bootstrap/ (a Docker layer).
+# --- test data -------------------------------------------------------------------------------
+# Tests never download: what they need beyond the models is cached here, once. The doctor's
+# shadowing test puts a numpy 2 (which ROS's compiled modules were not built for) on PYTHONPATH.
+TEST_NUMPY=2.0.2
+cache_test_wheels() {
+    local dir=${DL_VISION_CACHE:-$HOME/.cache/dl_vision}/wheels tag
+    tag=$("$ENV_PYTHON" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
+    if compgen -G "$dir/numpy-$TEST_NUMPY-$tag-*.whl" >/dev/null; then
+        return 0
+    fi
+    if [ "$tag" = cp38 ]; then
+        log "no numpy 2 exists for Python 3.8: the doctor's shadowing test will fail here"
+        return 0
+    fi
+    log "caching the numpy $TEST_NUMPY wheel the doctor's test uses in $dir"
+    "$ENV_PYTHON" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+        --dest "$dir" "numpy==$TEST_NUMPY" \
+        || die "expected to download numpy==$TEST_NUMPY for $tag into $dir (tests use it offline), found an error above"
+}
+
+# The system packages and the env with its wheels (GPU ones included): what needs only bootstrap/
+# (a Docker layer of its own).
 setup_env() {
     detect_platform
     install_system_packages
     source_ros
     create_env
     install_requirements
-    if [ -n "$JETSON" ] && ! "$ENV_PYTHON" -c 'import tensorrt' 2>/dev/null; then
-        log "warning: Jetson ($JETSON) without TensorRT for Python: TensorRT engines need JetPack's python3-libnvinfer"
-    fi
+    detect_gpu
+    install_gpu_requirements
 }
 
 setup() {
     setup_env
     build_workspace
     fetch_assets
-    log "ready ($PLATFORM${JETSON:+, Jetson}, env $ENV_DIR): source bootstrap/activate.sh"
+    log "ready ($PLATFORM, env $ENV_DIR): source bootstrap/activate.sh"
 }
 
 activate() {
@@ -440,12 +512,14 @@ main() {
     case "$command" in
         setup) setup ;;
         env) setup_env ;;
-        test) setup; activate; run_tests ;;
+        test) setup; cache_test_wheels; activate; run_tests ;;
         demo) setup; activate; run_demo ;;
         doctor) shift; run_doctor "$@" ;;
+        gpu-check) shift; setup; activate; exec python3 -m dl_vision.engines.gpu_check "$@" ;;
+        check-wheels) shift; exec python3 "$REPO/bootstrap/check_wheels.py" "$@" ;;
         shell) setup; exec bash --rcfile <(printf 'source ~/.bashrc 2>/dev/null; source %q\n' "$REPO/bootstrap/activate.sh") -i ;;
-        -h|--help|help) sed -n '2,17p' "$0" ;;
-        *) die "unknown command '$command': expected setup, env, demo, test, doctor or shell" ;;
+        -h|--help|help) sed -n '2,21p' "$0" ;;
+        *) die "unknown command '$command': expected setup, env, demo, test, doctor, shell, gpu-check or check-wheels" ;;
     esac
 }
 

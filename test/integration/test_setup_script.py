@@ -1,10 +1,12 @@
 """bootstrap/setup.sh's system-package step: installs nothing when nothing is missing, and as
-a non-root user prints the exact apt-get command and stops; it finds ROS Noetic's apt source by
-asking apt (fake apt configurations stand in for the platforms); and its .pth bridge lets an
-interpreter without ROS's site-packages import ROS (the conda mode's mechanism, without conda)."""
+a non-root user prints the exact apt-get command and stops (as root, the test runs it as nobody);
+it finds ROS Noetic's apt source by asking apt (fake apt configurations stand in for the
+platforms); and its .pth bridge lets an interpreter without ROS's site-packages import ROS (the
+conda mode's mechanism, tested without conda)."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -12,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterator
+from typing import Dict, Iterator, Optional
 
 import pytest
 
@@ -20,25 +22,33 @@ REPO = Path(__file__).resolve().parents[2]
 SETUP = REPO / "bootstrap" / "setup.sh"
 MISSING = "dl-vision-test-no-such-package"
 
-pytestmark = pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="needs dpkg (Debian or Ubuntu)")
 
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("runuser") is None, reason="needs root to become another user"
-)
+@contextlib.contextmanager
+def readable_setup() -> Iterator[Path]:
+    """A directory with a copy of setup.sh that the user nobody can read.
 
-
-@pytest.fixture()
-def public_dir() -> Iterator[Path]:
-    """A directory the user nobody can read (pytest's tmp_path is private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="dl_vision_setup_"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(str(path))
+    Root runs the step as nobody, who cannot read a checkout in a 0700 directory (a mktemp
+    clone): the step needs setup.sh alone, so nobody gets a copy in a directory it can read.
+    """
+    readable = Path(tempfile.mkdtemp(prefix="dl_vision_setup_"))
+    try:
+        readable.chmod(0o755)
+        setup = readable / "setup.sh"
+        shutil.copy(str(SETUP), str(setup))
+        setup.chmod(0o644)
+        yield readable
+    finally:
+        shutil.rmtree(str(readable))
 
 
 def run_step(
-    packages: str, as_user: str = "", setup: Path = SETUP, platform: str = "", env: Dict[str, str] = None
+    packages: str,
+    setup: Path = SETUP,
+    as_user: str = "",
+    platform: str = "",
+    env: Optional[Dict[str, str]] = None,
 ) -> subprocess.CompletedProcess:
+    """Source setup.sh, detect the platform (or take ``platform``), install ``packages``."""
     script = 'source "%s"; detect_platform; %sAPT_PACKAGES="%s"; install_system_packages; echo STEP-DONE' % (
         setup,
         "PLATFORM=%s; " % platform if platform else "",
@@ -46,12 +56,24 @@ def run_step(
     )
     command = ["bash", "-c", script]
     if as_user:
-        variables = ["%s=%s" % item for item in (env or {}).items()]
-        command = ["runuser", "-u", as_user, "--", "env"] + variables + command
-    full_env = dict(os.environ, **(env or {}))
+        command = ["runuser", "-u", as_user, "--", "env"] + ["%s=%s" % item for item in (env or {}).items()] + command
     return subprocess.run(
-        command, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=60
+        command,
+        env=dict(os.environ, **(env or {})),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        universal_newlines=True,
+        timeout=60,
+        cwd="/",
     )
+
+
+def run_step_as_non_root(packages: str, **options) -> subprocess.CompletedProcess:
+    """``run_step`` as a user who is not root: nobody when the test runs as root."""
+    if os.geteuid() != 0:
+        return run_step(packages, **options)
+    with readable_setup() as readable:
+        return run_step(packages, setup=readable / "setup.sh", as_user="nobody", **options)
 
 
 def test_nothing_missing_installs_nothing() -> None:
@@ -61,11 +83,8 @@ def test_nothing_missing_installs_nothing() -> None:
     assert "installing" not in result.stderr
 
 
-@needs_root
-def test_non_root_gets_the_exact_apt_command(public_dir: Path) -> None:
-    setup = public_dir / "setup.sh"
-    shutil.copy(str(SETUP), str(setup))
-    result = run_step("bash %s" % MISSING, as_user="nobody", setup=setup)
+def test_non_root_gets_the_exact_apt_command() -> None:
+    result = run_step_as_non_root("bash %s" % MISSING)
     assert result.returncode == 1
     assert "STEP-DONE" not in result.stdout
     expected = "sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y %s" % MISSING
@@ -159,15 +178,15 @@ def test_downloaded_lists_answer_for_any_source_name(tmp_path: Path) -> None:
     assert result.stdout.strip() == "ros-noetic-ros-base 1.5.0-1focal.20210922.213755 is available (apt-cache policy)"
 
 
-@needs_root
 @pytest.mark.parametrize("case", ["snapshots", "ros2-only"])
-def test_noetic_install_step_proceeds_only_with_a_ros1_source(case: str, public_dir: Path) -> None:
-    setup = public_dir / "setup.sh"
-    shutil.copy(str(SETUP), str(setup))
-    root = fake_apt_root(public_dir / "apt", ROS_SOURCES[case])
-    result = run_step(
-        "bash %s" % MISSING, as_user="nobody", setup=setup, platform="noetic-opt", env={"DL_VISION_APT_ROOT": str(root)}
-    )
+def test_noetic_install_step_proceeds_only_with_a_ros1_source(case: str) -> None:
+    apt_dir = Path(tempfile.mkdtemp(prefix="dl_vision_apt_"))
+    try:
+        apt_dir.chmod(0o755)  # nobody reads it when the test runs as root
+        root = fake_apt_root(apt_dir, ROS_SOURCES[case])
+        result = run_step_as_non_root("bash %s" % MISSING, platform="noetic-opt", env={"DL_VISION_APT_ROOT": str(root)})
+    finally:
+        shutil.rmtree(str(apt_dir))
     assert result.returncode == 1
     assert "STEP-DONE" not in result.stdout
     last = result.stderr.splitlines()[-1]
@@ -186,9 +205,9 @@ ROS_MINOR = "%d.%d" % tuple(
     int(x) for x in subprocess.check_output([ROS_PYTHON, "-c", "import sys; print(*sys.version_info[:2])"]).split()
 )
 PYENV_SAME = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/%s.*/bin/python%s" % (ROS_MINOR, ROS_MINOR))))
-PYENV_OTHER = sorted(
-    p for p in glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin/python3")) if "/%s." % ROS_MINOR not in p
-)
+#: Interpreters of ROS's version without ROS's site-packages: a venv of ROS's own Python (everywhere)
+#: and pyenv's build of that version (where pyenv has one: the development machines).
+FOREIGN_BASES = dict([("ros-python-venv", ROS_PYTHON)] + [("pyenv", p) for p in PYENV_SAME[-1:]])
 CHECK_ROS = """
 import numpy, cv2, rospy
 from cv_bridge import CvBridge
@@ -205,11 +224,9 @@ def bridge(python: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("interpreter", ["ros-python-venv", "pyenv"])
+@pytest.mark.parametrize("interpreter", sorted(FOREIGN_BASES))
 def test_bridge_lets_an_interpreter_without_ros_import_it(interpreter: str, tmp_path: Path) -> None:
-    if interpreter == "pyenv" and not PYENV_SAME:
-        pytest.skip("no pyenv Python %s on this machine" % ROS_MINOR)
-    base = ROS_PYTHON if interpreter == "ros-python-venv" else PYENV_SAME[-1]
+    base = FOREIGN_BASES[interpreter]
     subprocess.run([base, "-m", "venv", "--without-pip", str(tmp_path / "env")], check=True)  # no site-packages
     python = str(tmp_path / "env" / "bin" / "python3")
     before = subprocess.run(
@@ -250,8 +267,10 @@ def test_bridge_lets_an_interpreter_without_ros_import_it(interpreter: str, tmp_
 
 
 def test_bridge_refuses_another_python_version(tmp_path: Path) -> None:
-    if not PYENV_OTHER:
-        pytest.skip("no pyenv Python other than %s on this machine" % ROS_MINOR)
-    result = bridge(PYENV_OTHER[0])
+    # The bridge asks the interpreter its version before it writes anything; this one answers 2.7.
+    other = tmp_path / "python2.7"
+    other.write_text("#!/bin/sh\necho 2.7\n")
+    other.chmod(0o755)
+    result = bridge(str(other))
     assert result.returncode == 1
     assert "expected ROS's version %s, whose compiled modules it must load" % ROS_MINOR in result.stderr

@@ -71,8 +71,13 @@ def evaluate_main(argv: Optional[List[str]] = None) -> int:
     _truth_arguments(live)
     live.add_argument("--rate", type=float, default=1.0, help="playback rate factor")
     live.add_argument("--timeout", type=float, default=600.0, help="wall-clock limit of the run, seconds")
+    from dl_vision.evaluation.agreement import add_agreement_arguments, agreement_main
+
+    add_agreement_arguments(sub.add_parser("agreement", help="score a candidate model against a reference model"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.mode == "agreement":
+        return agreement_main(args)
     try:
         report = _run_evaluation(args)
         write_report(report, args.out)
