@@ -145,3 +145,19 @@ def test_export_command_refuses_other_formats_in_one_line(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("export_onnx: error: ")
     assert "face.yaml: format: export_onnx converts frozen_graph models, found tflite" in err[0]
     assert not (tmp_path / "face.onnx").exists()
+
+
+def test_a_graph_that_refuses_the_warm_up_input_still_loads(tmp_path, caplog):
+    graph = tf.Graph()
+    with graph.as_default():
+        counts = tf.compat.v1.placeholder(tf.int32, [None], name="counts")
+        with tf.control_dependencies([tf.compat.v1.assert_positive(counts)]):
+            tf.identity(counts * 2, name="doubled")
+    path = tmp_path / "positive_only.pb"
+    path.write_bytes(graph.as_graph_def().SerializeToString())
+    with caplog.at_level("INFO", logger="dl_vision"):
+        backend = FrozenGraphBackend(path, outputs=["doubled"])
+    assert "no warm-up run on zeros" in caplog.text
+    assert backend.run(np.array([1, 2, 3], np.int32))["doubled"].tolist() == [2, 4, 6]
+    with pytest.raises(ModelError, match="frozen graph inference failed"):
+        backend.run(np.array([0], np.int32))

@@ -21,6 +21,7 @@ names as given without a ``:0`` suffix, so decoders see ``detection_boxes``, not
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -29,6 +30,8 @@ import numpy as np
 from dl_vision.backends.base import Backend, TensorInfo, check_feeds
 from dl_vision.backends.tensorflow import import_tensorflow
 from dl_vision.errors import ConfigError, ModelError
+
+LOGGER = logging.getLogger("dl_vision")
 
 
 def _one_line(err: BaseException) -> str:
@@ -108,6 +111,24 @@ class FrozenGraphBackend(Backend):
         self.path = path
         self.inputs: List[TensorInfo] = [self._info(t) for t in self._feeds]
         self.outputs: List[TensorInfo] = [self._info(t) for t in self._fetches]
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Run once on zeros: the session optimises the graph on its first run (5 s for SSD-MobileNet-v2).
+
+        That cost belongs to loading, not to a node's first frame. Dynamic dimensions get 1 (batch) and
+        32 (others); a graph that refuses such an input just pays on its first real run.
+        """
+        feeds = {
+            tensor: np.zeros(
+                [(1 if i == 0 else 32) if d is None else d for i, d in enumerate(info.shape)], dtype=info.dtype
+            )
+            for tensor, info in zip(self._feeds, self.inputs)
+        }
+        try:
+            self._session.run(self._fetches, feeds)
+        except (ValueError, self._tf.errors.OpError) as err:
+            LOGGER.info("frozen graph %s: no warm-up run on zeros (%s)", self.path.name, _one_line(err))
 
     @staticmethod
     def _tensor(graph: Any, name: str, placeholders: List[str], path: Path) -> Any:
