@@ -4,6 +4,7 @@ Prints one JSON object per image on stdout (JSON Lines) and writes the
 annotated image as ``<stem>.annotated.png`` beside the input (or in
 ``--out-dir``)::
 
+    rosrun dl_vision infer photo.png                  # COCO objects (spec coco)
     rosrun dl_vision infer --model face photo.png
     rosrun dl_vision infer --model person_segmentation astronaut --out-dir /tmp
 
@@ -98,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a detection or segmentation model spec on image files; JSON Lines on stdout.",
     )
     parser.add_argument("images", nargs="+", help="image files, or sample names (%s)" % ", ".join(assets.SAMPLE_IMAGES))
-    parser.add_argument("--model", default="face", help="model spec name or YAML path (default: face)")
+    parser.add_argument("--model", default="coco", help="model spec name or YAML path (default: coco)")
     parser.add_argument("--out-dir", type=Path, help="write annotated images here instead of beside the inputs")
     parser.add_argument("--score", type=float, help="detection score threshold (default: the spec's)")
     parser.add_argument("--mask-threshold", type=float, help="segmentation foreground threshold (default: the spec's)")
