@@ -71,7 +71,7 @@ def annotated_path(image_arg: str, image_path: Path, out_dir: Optional[Path]) ->
 
 
 def detections_record(detections: Detections) -> List[Dict[str, Any]]:
-    """JSON-ready list of detections: label, class id, score, box (xyxy pixels), keypoints."""
+    """JSON-ready list of detections: label, class id, score, box (xyxy pixels), keypoints and their scores."""
     records = []
     for i in range(len(detections)):
         record: Dict[str, Any] = {
@@ -82,6 +82,8 @@ def detections_record(detections: Detections) -> List[Dict[str, Any]]:
         }
         if detections.keypoints is not None:
             record["keypoints_xy"] = [[round(float(x), 1), round(float(y), 1)] for x, y in detections.keypoints[i]]
+        if detections.keypoint_scores is not None:
+            record["keypoint_scores"] = [round(float(v), 3) for v in detections.keypoint_scores[i]]
         records.append(record)
     return records
 

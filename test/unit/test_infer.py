@@ -65,6 +65,14 @@ def test_default_model_is_coco_objects(tmp_path):
     assert len(cups) == 1 and cups[0]["score"] > 0.9 and cups[0]["class_id"] == 46
 
 
+def test_pose_keypoints_with_their_scores(tmp_path):
+    result = _infer("--model", "movenet", "astronaut", "--no-annotate", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (person,) = json.loads(result.stdout)["detections"]
+    assert person["label"] == "person" and len(person["keypoints_xy"]) == 17
+    assert len(person["keypoint_scores"]) == 17 and all(0 <= v <= 1 for v in person["keypoint_scores"])
+
+
 def test_sample_names_several_images_segmentation_and_out_dir(tmp_path):
     out_dir = tmp_path / "out"
     result = _infer(
