@@ -397,7 +397,7 @@ def _make_export(export: Export) -> None:
     target = asset_path(export.key)
     target.parent.mkdir(parents=True, exist_ok=True)
     LOGGER.warning(
-        "%s: exporting spec %s to ONNX (opset %d) into %s; this takes one to two minutes, once",
+        "%s: exporting spec %s to ONNX (opset %d) into %s; this takes minutes (2 to 5 on 2 busy cores), once",
         export.key,
         export.spec,
         export.opset,

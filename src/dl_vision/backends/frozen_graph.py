@@ -4,8 +4,8 @@ The TF1 Object Detection API model zoo (``ssd_mobilenet_v2_coco_2018_03_29`` and
 its detectors as ``frozen_inference_graph.pb``: one ``GraphDef`` with the weights folded in
 as constants. TensorFlow 2 still runs such graphs through ``tf.compat.v1``: the graph is
 imported into its own ``tf.Graph`` and run by a ``tf.compat.v1.Session``. The session was
-chosen over wrapping the import in ``tf.compat.v1.wrap_function``: the same time per frame,
-a fifth of the load time, and per-model thread counts (see ``docs/measurements.md``).
+chosen over wrapping the import in ``tf.compat.v1.wrap_function``: as fast per frame, a
+seventh of the load time, and per-model thread counts (see ``docs/measurements.md``).
 
 A frozen graph carries no signature, so the spec names its tensors under ``runtime``::
 
