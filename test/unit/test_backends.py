@@ -11,19 +11,16 @@ import importlib.util
 import logging
 
 import numpy as np
+import onnx
 import pytest
 
 from dl_vision.backends.base import check_feeds
+from dl_vision.backends.onnxruntime import OnnxRuntimeBackend, select_providers
 from dl_vision.decoders.base import DecodeOptions
 from dl_vision.decoders.tf_od_api import TfOdApiDecoder
 from dl_vision.decoders.yolo import YoloDecoder
 from dl_vision.errors import BackendUnavailableError, ConfigError, ModelError
 from dl_vision.geometry import ImageTransform
-
-onnx = pytest.importorskip("onnx", reason="building test models needs the onnx package")
-pytest.importorskip("onnxruntime", reason="the ONNX backend needs onnxruntime")
-
-from dl_vision.backends.onnxruntime import OnnxRuntimeBackend, select_providers  # noqa: E402
 
 # YOLOv8-style head: 2 classes, 32 candidates; the model reshapes its (B, 3, 8, 8) input into (B, 6, 32).
 CLASSES, CANDIDATES, SIDE = 2, 32, 8
@@ -189,7 +186,9 @@ def test_check_feeds_accepts_dynamic_dimensions():
 
 @pytest.fixture(scope="module")
 def tf():
-    return pytest.importorskip("tensorflow", reason="the SavedModel/Keras backends need TensorFlow")
+    import tensorflow
+
+    return tensorflow
 
 
 @pytest.fixture(scope="module")

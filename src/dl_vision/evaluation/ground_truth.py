@@ -12,6 +12,7 @@ or a mono8 class-map ``Image`` topic, with the header stamp of the image it desc
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -21,8 +22,10 @@ from pycocotools import mask as mask_utils
 
 from dl_vision.errors import EvaluationError
 from dl_vision.evaluation.bag_io import Frame
+from dl_vision.geometry import xywh_to_xyxy
 
 
+@dataclasses.dataclass(eq=False)
 class FrameTruth:
     """The ground truth of one frame.
 
@@ -35,23 +38,16 @@ class FrameTruth:
         size: ``(width, height)`` of the image the truth was made for, when known.
     """
 
-    __slots__ = ("boxes", "class_names", "iscrowd", "masks", "class_map", "size")
+    boxes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 4)))
+    class_names: List[str] = dataclasses.field(default_factory=list)
+    iscrowd: Optional[np.ndarray] = None
+    masks: Optional[np.ndarray] = None
+    class_map: Optional[np.ndarray] = None
+    size: Optional[Tuple[int, int]] = None
 
-    def __init__(
-        self,
-        boxes: Optional[np.ndarray] = None,
-        class_names: Optional[List[str]] = None,
-        iscrowd: Optional[np.ndarray] = None,
-        masks: Optional[np.ndarray] = None,
-        class_map: Optional[np.ndarray] = None,
-        size: Optional[Tuple[int, int]] = None,
-    ) -> None:
-        self.boxes = np.zeros((0, 4)) if boxes is None else np.asarray(boxes, np.float64).reshape(-1, 4)
-        self.class_names = list(class_names or [])
-        self.iscrowd = np.zeros(len(self.boxes), bool) if iscrowd is None else np.asarray(iscrowd, bool)
-        self.masks = masks
-        self.class_map = class_map
-        self.size = size
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, np.float64).reshape(-1, 4)
+        self.iscrowd = np.zeros(len(self.boxes), bool) if self.iscrowd is None else np.asarray(self.iscrowd, bool)
 
 
 class CocoGroundTruth:
@@ -118,8 +114,7 @@ class CocoGroundTruth:
             width, height = frame.size()
         self.matched_images.add(int(image["id"]))
         anns = self.annotations.get(int(image["id"]), [])
-        boxes = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
-        boxes[:, 2:] += boxes[:, :2]
+        boxes = xywh_to_xyxy([a["bbox"] for a in anns])
         masks = None
         if self.has_masks:
             masks = np.zeros((len(anns), height, width), bool)
