@@ -9,9 +9,9 @@ Subscribes ``image`` (``sensor_msgs/Image``; remap it) or, with
 With ``~image_topics: [a, b, ...]`` it subscribes to each of those instead, runs
 every camera's newest frame through the same models, and publishes each
 camera's outputs under ``~<camera>/`` (camera names from ``~camera_names`` or
-from the topics). When every model takes a batch, the newest frames of up to
-``~max_batch`` waiting cameras go through the models as one batch; otherwise
-the cameras take turns.
+from the topics). With ``~max_batch`` > 1 and models that all take a batch,
+the newest frames of up to that many waiting cameras go through the models as
+one batch; otherwise the cameras take turns.
 
 Publishes ``~detections`` (``dl_vision/DetectionArray``, one per processed frame,
 empty included), latched ``~labels`` and ``~segmentation_labels``
@@ -54,8 +54,10 @@ TRANSPORTS = ("raw", "compressed")
 GIL_SWITCH_INTERVAL_S = 0.0005
 #: Frames kept for the rolling statistics in diagnostics.
 STATS_WINDOW = 100
-#: ``~max_batch`` default: the most cameras whose frames share one model run (batch-capable models only).
-DEFAULT_MAX_BATCH = 8
+#: ``~max_batch`` default: cameras in turn. On ONNX Runtime CPU a batch of four cameras' frames cost
+#: nearly four frames' time, so batching raised throughput a little and doubled latency under
+#: overload (README, Benchmark); it pays where a batch costs little more than one frame (a GPU).
+DEFAULT_MAX_BATCH = 1
 
 
 def parse_class_filter(text: str) -> Optional[Tuple[str, ...]]:
@@ -232,7 +234,7 @@ class VisionNode:
         rospy.loginfo(
             "%s: %s on %s (%s%s)",
             rospy.get_name(),
-            " + ".join("%s on %s" % (model.spec.name, model.backend.provider) for model in self.processor.models),
+            " + ".join("%s (%s)" % (model.spec.name, model.backend.provider) for model in self.processor.models),
             ", ".join(camera.image_topic for camera in self.cameras),
             self.transport,
             ", up to %d cameras per batch" % self.worker.max_batch if self.worker.max_batch > 1 else "",
