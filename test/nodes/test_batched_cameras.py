@@ -25,6 +25,9 @@ from dl_vision.msg import DetectionArray
 #: Seconds every camera publishes at once, each at the node's whole one-frame capacity.
 OVERLOAD_SECONDS = 10.0
 #: One photo per camera; the detector's top class differs between them.
+#: Seconds to wait for the node to subscribe: with a fresh cache it first makes coco_onnx's ONNX
+#: export (minutes), which every later start reuses.
+STARTUP_TIMEOUT = 420.0
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 
@@ -38,7 +41,7 @@ class BatchedCamerasTest(unittest.TestCase):
         cls.outputs = [Collector("%s/%s/detections" % (cls.node, name), DetectionArray) for name in cls.names]
         cls.diagnostics = diagnostics_collector()
         for camera in cls.cameras:
-            assert camera.wait_for_subscriber(), "node under test never subscribed to every camera"
+            assert camera.wait_for_subscriber(STARTUP_TIMEOUT), "node under test never subscribed to every camera"
         for output in cls.outputs:
             output.wait_for_publisher()
         cls.messages = [camera.message(sample_image(photo)) for camera, photo in zip(cls.cameras, PHOTOS)]
