@@ -158,7 +158,7 @@ class VisionNode:
     """Subscribe to one or more image topics, run the enabled models on the newest frames, publish results.
 
     Args:
-        detect: run a detector (``~detector/model``, default ``face``).
+        detect: run a detector (``~detector/model``, default ``coco``).
         segment: run a segmenter (``~segmenter/model``, default ``person_segmentation``).
 
     Raises:
@@ -243,7 +243,7 @@ class VisionNode:
     # -- setup ---------------------------------------------------------------------------
     @staticmethod
     def _load_detector() -> Detector:
-        detector = Detector.from_spec(str(rospy.get_param("~detector/model", "face")), **_runtime("~detector/"))
+        detector = Detector.from_spec(str(rospy.get_param("~detector/model", "coco")), **_runtime("~detector/"))
         options = detector.options
         # The spec's thresholds are the defaults; dynamic_reconfigure reads these
         # parameters at start, so seed the ones the user did not set.
