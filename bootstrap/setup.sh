@@ -20,13 +20,17 @@
 # default ~/.cache/dl_vision), DL_VISION_ENV (venv, the default, or conda), DL_VISION_GPU (auto, the
 # default: GPU wheels when an NVIDIA driver answers; cuda: require them; none: CPU only),
 # DL_VISION_THIRD_PARTY (sources built into the workspace when the system lacks them, default
-# ../shared/third_party), DL_VISION_PYTHON38 (the test command's Python 3.8; default: on PATH or pyenv's).
+# shared/third_party inside or beside the checkout), DL_VISION_PYTHON38 (the test command's Python 3.8; default: on PATH or pyenv's).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 DL_VISION_HOME=${DL_VISION_HOME:-$HOME/.dl_vision}
 DL_VISION_ENV=${DL_VISION_ENV:-venv}
-DL_VISION_THIRD_PARTY=${DL_VISION_THIRD_PARTY:-$REPO/../shared/third_party}
+# The third-party sources for tests sit in shared/ beside the checkout (or inside it).
+if [ -z "${DL_VISION_THIRD_PARTY:-}" ]; then
+    DL_VISION_THIRD_PARTY=$REPO/../shared/third_party
+    [ -d "$REPO/shared/third_party" ] && DL_VISION_THIRD_PARTY=$REPO/shared/third_party
+fi
 WS=$DL_VISION_HOME/ws
 export DL_VISION_HOME
 # pip --user packages in ~/.local would satisfy (and shadow) what the env should hold.
