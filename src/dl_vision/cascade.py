@@ -242,11 +242,13 @@ class Cascade:
             return dets
         keypoints = np.full((len(dets), count, 2), np.nan, np.float32)
         scores = np.zeros((len(dets), count), np.float32)
+        limits = np.array(image_size[::-1], np.float32)  # (width, height)
         for d, window, pose in done:
             if not len(pose) or pose.keypoints is None:
                 continue
             best = int(np.argmax(pose.score))
-            keypoints[d] = pose.keypoints[best] + np.array(window[:2], np.float32)
+            # A crop may reach past the image (black there): keypoints stay in the image, as decoders keep them.
+            keypoints[d] = np.clip(pose.keypoints[best] + np.array(window[:2], np.float32), 0, limits)
             scores[d] = 1.0 if pose.keypoint_scores is None else pose.keypoint_scores[best]
         return Detections(dets.xyxy, dets.score, dets.class_id, dets.labels, dets.masks, keypoints, scores, schema)
 
