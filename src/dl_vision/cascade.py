@@ -306,11 +306,8 @@ class CascadeSegmenter:
     """
 
     def __init__(self, cascade: Cascade) -> None:
+        _check_mask_stage(cascade.spec)
         mask_stages = [stage for stage in cascade.stages if stage.spec.attach == "mask"]
-        if not mask_stages:
-            raise ConfigError(
-                "%s: a segmenter needs a cascade with a mask stage (attach: mask), found none" % cascade.spec.source
-            )
         self.cascade = cascade
         names = ["background"]
         for stage in mask_stages:
@@ -321,7 +318,14 @@ class CascadeSegmenter:
 
     @classmethod
     def from_spec(cls, spec: Any, **runtime_overrides: Any) -> "CascadeSegmenter":
-        """Load a cascade spec with a mask stage (see :meth:`Cascade.from_spec`)."""
+        """Load a cascade spec with a mask stage (see :meth:`Cascade.from_spec`).
+
+        Raises:
+            ConfigError: the spec is not a cascade or has no mask stage (checked before loading models).
+        """
+        spec = load_spec(spec)
+        if isinstance(spec, CascadeSpec):
+            _check_mask_stage(spec)
         return cls(Cascade.from_spec(spec, **runtime_overrides))
 
     @property
@@ -377,3 +381,8 @@ class CascadeSegmenter:
     def close(self) -> None:
         """Release the cascade's resources."""
         self.cascade.close()
+
+
+def _check_mask_stage(spec: CascadeSpec) -> None:
+    if not any(stage.attach == "mask" for stage in spec.second_stages):
+        raise ConfigError("%s: a segmenter needs a cascade with a mask stage (attach: mask), found none" % spec.source)
