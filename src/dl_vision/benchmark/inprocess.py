@@ -15,8 +15,9 @@ import numpy as np
 from sensor_msgs.msg import Image
 
 from dl_vision import messages
-from dl_vision.benchmark.summary import PIPELINE_STAGES, summarize_ms
+from dl_vision.benchmark.summary import PIPELINE_STAGES
 from dl_vision.frame_processor import FrameProcessor
+from dl_vision.latency import summarize_ms
 from dl_vision.pipeline import Detector
 
 #: The stages counted as our node's overhead: everything but the model and rospy's transport.
@@ -27,7 +28,7 @@ def measure_model_only(detector: Detector, frame: np.ndarray, iterations: int, w
     """Time ``detector.backend.run`` alone on the pre-processed ``frame``.
 
     Returns:
-        ``{"inference_ms": summary}`` (see :func:`~dl_vision.benchmark.summary.summarize_ms`).
+        ``{"inference_ms": summary}`` (see :func:`~dl_vision.latency.summarize_ms`).
     """
     tensor, _ = detector.preprocessor(frame)
     for _ in range(warmup):
