@@ -181,3 +181,21 @@ def test_person_masks_mask_ap_through_evaluate_offline(mask_bag, tmp_path, capsy
     metrics = headline_metrics(load_report(out))
     # The held helmet counts as person in the prediction, not in the outline: still above IoU 0.75.
     assert metrics["mask_AP50"] == pytest.approx(1.0) and metrics["mask_mAP"] >= 0.7
+
+
+def test_face_mesh_places_the_astronauts_nose_and_eyes(photos):
+    mesh = Detector.from_spec("face_mesh")
+    found = mesh(photos["astronaut"])
+    assert found.class_names == ["face"] and found.keypoints.shape == (1, 468, 2)
+    points = found.keypoints[0]
+    truth = SAMPLE_SET["images"]["astronaut"]["keypoints"]
+    # Mesh indices: 1 the nose tip; an eye's centre is the middle of its corners (33/133, 263/362).
+    placed = {
+        "nose": points[1],
+        "right_eye": (points[33] + points[133]) / 2,
+        "left_eye": (points[263] + points[362]) / 2,
+    }
+    for name, point in placed.items():
+        assert np.hypot(*(point - truth[name])) <= 8.0, (name, point, truth[name])  # the face is 96 px wide
+    for name in ("chelsea", "coffee", "rocket"):
+        assert len(mesh(photos[name])) == 0, name
