@@ -122,6 +122,8 @@ class Cascade:
             and ``<model>/attach`` (mapping results back).
     """
 
+    task = "detection"  # what it gives, as Detector.task
+
     def __init__(self, spec: CascadeSpec, detector: Any, stages: Sequence[Tuple[SecondStageSpec, Any]]) -> None:
         self.spec = spec
         self.detector = detector
@@ -305,6 +307,8 @@ class CascadeSegmenter:
     Raises:
         ConfigError: the cascade attaches no masks.
     """
+
+    task = "segmentation"  # what it gives, as Segmenter.task
 
     def __init__(self, cascade: Cascade) -> None:
         _check_mask_stage(cascade.spec)

@@ -135,3 +135,10 @@ def test_a_cascade_without_a_mask_stage_is_no_segmenter():
     with pytest.raises(ConfigError, match="a segmenter needs a cascade with a mask stage"):
         Segmenter.from_spec("person_pose")
     assert isinstance(Segmenter.from_spec("person_masks"), CascadeSegmenter)
+
+
+def test_commands_for_single_models_refuse_a_cascade_in_one_line(tmp_path):
+    from dl_vision.export import export_onnx
+
+    with pytest.raises(ConfigError, match=r"person_pose.yaml: expected a single model, found a cascade"):
+        export_onnx("person_pose", tmp_path / "pose.onnx")
