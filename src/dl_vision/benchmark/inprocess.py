@@ -15,7 +15,7 @@ import numpy as np
 from sensor_msgs.msg import Image
 
 from dl_vision import messages
-from dl_vision.benchmark.summary import PIPELINE_STAGES
+from dl_vision.benchmark.summary import PIPELINE_STAGES, ratio
 from dl_vision.cascade import Cascade
 from dl_vision.frame_processor import FrameProcessor
 from dl_vision.latency import summarize_ms
@@ -52,6 +52,13 @@ def measure_model_only(detector: Detector, frame: np.ndarray, iterations: int, w
     return {"inference_ms": summarize_ms(samples)}
 
 
+def _serialized(frame: np.ndarray) -> bytes:
+    """``frame`` as the wire bytes of a ``sensor_msgs/Image`` (what rospy hands the node)."""
+    buffer = io.BytesIO()
+    messages.bgr_to_image_msg(frame, messages.make_header(frame_id="bench_camera")).serialize(buffer)
+    return buffer.getvalue()
+
+
 def measure_pipeline(detector: Detector, frame: np.ndarray, iterations: int, warmup: int = 10) -> Dict[str, object]:
     """Time each stage ``detector_node`` runs per frame, on the serialised ``frame``.
 
@@ -65,9 +72,7 @@ def measure_pipeline(detector: Detector, frame: np.ndarray, iterations: int, war
     """
     processor = FrameProcessor(detector)
     types = messages.genpy_types()
-    buffer = io.BytesIO()
-    messages.bgr_to_image_msg(frame, messages.make_header(frame_id="bench_camera")).serialize(buffer)
-    wire = buffer.getvalue()
+    wire = _serialized(frame)
     stages = list(PIPELINE_STAGES)
     rows: List[List[float]] = []
     found = 0
@@ -91,3 +96,41 @@ def measure_pipeline(detector: Detector, frame: np.ndarray, iterations: int, war
     if second_stage:
         out["second_stage_work_ms"] = summarize_ms(table[:, second_stage].sum(axis=1))
     return out
+
+
+def measure_batch(
+    detector: Detector, frame: np.ndarray, cameras: int, rounds: int, warmup: int = 3
+) -> Dict[str, object]:
+    """Time the node's work on one frame of each of ``cameras`` cameras: as one batch, and one by one.
+
+    Each round runs both, one after the other, so that the load of a shared machine hits both alike.
+
+    Returns:
+        ``{"cameras", "rounds", "batched_ms": summary, "in_turn_ms": summary, "speedup"}``: the time
+        for all cameras' frames as one :meth:`~FrameProcessor.process_serialized_batch` call and as
+        ``cameras`` :meth:`~FrameProcessor.process_serialized` calls; ``speedup`` is the ratio of
+        their medians (above 1: the batch is faster).
+    """
+    processor = FrameProcessor(detector)
+    types = messages.genpy_types()
+    wires = [_serialized(frame)] * cameras
+    batched: List[float] = []
+    in_turn: List[float] = []
+    for i in range(warmup + rounds):
+        start = time.perf_counter()
+        processor.process_serialized_batch(wires, Image, types=types)
+        middle = time.perf_counter()
+        for wire in wires:
+            processor.process_serialized(wire, Image, types=types)
+        end = time.perf_counter()
+        if i >= warmup:
+            batched.append((middle - start) * 1e3)
+            in_turn.append((end - middle) * 1e3)
+    batched_summary, in_turn_summary = summarize_ms(batched), summarize_ms(in_turn)
+    return {
+        "cameras": cameras,
+        "rounds": rounds,
+        "batched_ms": batched_summary,
+        "in_turn_ms": in_turn_summary,
+        "speedup": ratio(in_turn_summary["p50"], batched_summary["p50"]),
+    }
