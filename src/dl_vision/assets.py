@@ -193,6 +193,14 @@ ASSETS: Dict[str, Union[Asset, Export, DerivedAsset]] = {
             "a77d03f4659b9f6b6c1f5106947bf40e99d7655094b6527f214ea7d451106edd",
         ),
         Asset(
+            # MediaPipe face mesh: 468 face landmarks from a 192x192 face crop.
+            "face_landmark",
+            "model",
+            MEDIAPIPE,
+            _MP + "face_landmark/face_landmark.tflite",
+            "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
+        ),
+        Asset(
             # The TF Object Detection API's ssd_mobilenet_v2_coco_2018_03_29 (Apache-2.0), a TF1 frozen graph.
             "ssd_mobilenet_v2_coco",
             "model",

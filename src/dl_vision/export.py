@@ -79,7 +79,7 @@ def export_onnx(spec: Union[str, Path, ModelSpec], out: Union[str, Path], opset:
         BackendUnavailableError: TensorFlow or tf2onnx is missing.
         ModelError: the model cannot be read or converted.
     """
-    spec = load_spec(spec)
+    spec = load_spec(spec, allow_cascade=False)
     if spec.format not in EXPORTABLE_FORMATS:
         raise ConfigError(
             "%s: format: export_onnx converts %s models, found %s"

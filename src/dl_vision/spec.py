@@ -25,6 +25,10 @@ code changes. The shipped ``config/models/face.yaml``, with the choices each fie
 0..255); ``thresholds`` also takes ``class_agnostic_nms`` and ``mask_threshold``; ``runtime``
 (e.g. ``{threads: 2}``) holds keyword arguments of the backend.
 
+A cascade (``task: cascade``, :class:`CascadeSpec`) names no model file of its own: it names a
+detection spec whose detections of chosen classes are cropped and given to second-stage specs
+(see :mod:`dl_vision.cascade` and ``config/models/person_pose.yaml``).
+
 Every error names the spec file and the field: ``face.yaml: input.size:
 expected [height, width] of positive integers, found [192]``.
 """
@@ -44,6 +48,8 @@ from dl_vision.errors import AssetError, ConfigError, ModelError
 from dl_vision.structures import LabelTable
 
 TASKS = ("detection", "segmentation")
+#: What a cascade's second stage adds to each detection it runs on.
+ATTACHMENTS = ("keypoints", "mask")
 RESIZE_MODES = ("letterbox", "stretch")
 COLORS = ("rgb", "bgr", "gray")
 LAYOUTS = ("auto", "nhwc", "nchw")
@@ -58,6 +64,8 @@ NORMALIZATION_PRESETS: Dict[str, Tuple[float, float]] = {
 MODEL_PATH_ENV = "DL_VISION_MODEL_PATH"
 
 _TOP_FIELDS = ("name", "task", "file", "format", "input", "decoder", "labels", "thresholds", "runtime", "description")
+_CASCADE_FIELDS = ("name", "task", "description", "detector", "second_stages")
+_STAGE_FIELDS = ("model", "classes", "attach", "margin", "square", "max_per_frame", "score")
 _INPUT_FIELDS = ("size", "resize", "color", "layout", "normalization", "pad_value")
 #: ``thresholds:`` keys and the :class:`DecodeOptions` fields they set.
 _THRESHOLD_FIELDS = {
@@ -412,6 +420,134 @@ class ModelSpec:
         return self.file
 
 
+@dataclasses.dataclass
+class SecondStageSpec:
+    """One second stage of a cascade: which detections it runs on, how they are cropped, what it adds.
+
+    Attributes:
+        model: the second model's spec (``detection`` for keypoints, ``segmentation`` for masks).
+        classes: first-stage class names whose detections it runs on.
+        attach: ``"keypoints"`` (the best detection's keypoints and scores in the crop) or
+            ``"mask"`` (the crop's pixels of the detection's class, or of any non-background
+            class when the segmenter does not name it, inside the detection's box).
+        margin: added on each side of the box, as a fraction of its width and height.
+        square: grow the crop's shorter side to a square (for models trained on square crops,
+            which letterbox would otherwise shrink).
+        max_per_frame: second-stage runs per frame at most; the largest boxes go first.
+        score: the second model's score threshold, or None to keep its spec's.
+    """
+
+    model: ModelSpec
+    classes: Tuple[str, ...]
+    attach: str
+    margin: float = 0.1
+    square: bool = True
+    max_per_frame: int = 10
+    score: Optional[float] = None
+
+
+@dataclasses.dataclass
+class CascadeSpec:
+    """A parsed, validated two-stage model: a detector, then second stages on chosen detections.
+
+    Attributes:
+        name: short model name (published in messages and logs).
+        detector: the first stage's spec (``task: detection``).
+        second_stages: what runs on the crops; at most one attaches keypoints.
+        source: where the spec came from.
+        description: free text.
+        task: always ``"cascade"``.
+    """
+
+    name: str
+    detector: ModelSpec
+    second_stages: List[SecondStageSpec]
+    source: str = "<dict>"
+    description: str = ""
+    task: str = "cascade"
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<dict>", base_dir: Optional[Path] = None) -> "CascadeSpec":
+        """Validate a cascade mapping (as loaded from YAML); the specs it names are loaded too.
+
+        Raises:
+            ConfigError: naming the source and the offending field.
+        """
+        base = base_dir or Path.cwd()
+        fields = _mapping(source, "", data, _CASCADE_FIELDS)
+        for required in ("name", "detector", "second_stages"):
+            if fields.get(required) in (None, "", []):
+                raise _spec_error(source, required, "required field is missing")
+        if not isinstance(fields["name"], str):
+            raise _spec_error(source, "name", "expected a string, found %r" % (fields["name"],))
+        detector = _stage_spec(source, "detector", fields["detector"], base, "detection")
+        if not isinstance(fields["second_stages"], list):
+            raise _spec_error(
+                source, "second_stages", "expected a list of stages, found %r" % (fields["second_stages"],)
+            )
+        stages = [
+            _second_stage(source, "second_stages[%d]" % i, value, base, detector)
+            for i, value in enumerate(fields["second_stages"])
+        ]
+        if sum(stage.attach == "keypoints" for stage in stages) > 1:
+            raise _spec_error(source, "second_stages", "expected at most one stage that attaches keypoints, found more")
+        return cls(
+            name=fields["name"],
+            detector=detector,
+            second_stages=stages,
+            source=source,
+            description=str(fields.get("description") or ""),
+        )
+
+
+def _stage_spec(source: str, field: str, value: Any, base: Path, task: str) -> ModelSpec:
+    """The spec a cascade names (a name, or a path relative to the cascade's file), of the given task."""
+    if not isinstance(value, str) or not value:
+        raise _spec_error(source, field, "expected a model spec name or path, found %r" % (value,))
+    path = Path(os.path.expanduser(value))
+    if not path.is_absolute() and (path.suffix.lower() in (".yaml", ".yml") or "/" in value):
+        value = str(base / path)
+    try:
+        spec = load_spec(value, allow_cascade=False)
+    except ConfigError as err:
+        raise _spec_error(source, field, str(err)) from err
+    if spec.task != task:
+        raise _spec_error(source, field, "expected a %s spec, found %s (task %s)" % (task, value, spec.task))
+    assert isinstance(spec, ModelSpec)
+    return spec
+
+
+def _second_stage(source: str, field: str, value: Any, base: Path, detector: ModelSpec) -> SecondStageSpec:
+    fields = _mapping(source, field, value, _STAGE_FIELDS)
+    attach = _choice(source, field + ".attach", fields.get("attach"), ATTACHMENTS)
+    model = _stage_spec(
+        source, field + ".model", fields.get("model"), base, "detection" if attach == "keypoints" else "segmentation"
+    )
+    classes = fields.get("classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise _spec_error(source, field + ".classes", "expected a list of class names, found %r" % (classes,))
+    unknown = [c for c in classes if c not in detector.labels.values()]
+    if unknown:
+        raise _spec_error(
+            source, field + ".classes", "expected classes of the detector %s, found %s" % (detector.name, unknown)
+        )
+    margin = _number(source, field + ".margin", fields.get("margin", 0.1))
+    if not 0.0 <= margin <= 2.0:
+        raise _spec_error(source, field + ".margin", "expected a fraction of the box in [0, 2], found %r" % margin)
+    square = fields.get("square", True)
+    if not isinstance(square, bool):
+        raise _spec_error(source, field + ".square", "expected true or false, found %r" % (square,))
+    cap = fields.get("max_per_frame", 10)
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+        raise _spec_error(source, field + ".max_per_frame", "expected a positive integer, found %r" % (cap,))
+    score = fields.get("score")
+    if score is not None:
+        score = _number(source, field + ".score", score)
+        if not 0.0 <= score <= 1.0:
+            raise _spec_error(source, field + ".score", "expected a value in [0, 1], found %r" % score)
+    return SecondStageSpec(model, tuple(classes), attach, margin, square, cap, score)
+
+
 def spec_search_path() -> List[Path]:
     """Directories searched for ``<name>.yaml``: ``$DL_VISION_MODEL_PATH``, then the package's ``config/models``."""
     dirs = [Path(p) for p in os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep) if p]
@@ -459,13 +595,23 @@ def resolve_spec_path(name_or_path: Union[str, Path]) -> Path:
     )
 
 
-def load_spec(name_or_path: Union[str, Path, ModelSpec]) -> ModelSpec:
+AnySpec = Union[ModelSpec, CascadeSpec]
+
+
+def load_spec(name_or_path: Union[str, Path, ModelSpec, CascadeSpec], allow_cascade: bool = True) -> AnySpec:
     """Load and validate a spec by name (``"face"``) or YAML path.
+
+    Args:
+        name_or_path: a spec name, a YAML path, or a spec (returned as it is).
+        allow_cascade: False refuses a cascade (a cascade's stages are single models).
+
+    Returns:
+        A :class:`ModelSpec`, or a :class:`CascadeSpec` for ``task: cascade``.
 
     Raises:
         ConfigError: the file is missing, not YAML, or a field is invalid.
     """
-    if isinstance(name_or_path, ModelSpec):
+    if isinstance(name_or_path, (ModelSpec, CascadeSpec)):
         return name_or_path
     path = resolve_spec_path(name_or_path)
     try:
@@ -475,4 +621,8 @@ def load_spec(name_or_path: Union[str, Path, ModelSpec]) -> ModelSpec:
     except yaml.YAMLError as err:
         detail = " ".join(str(err).split())
         raise ConfigError("%s: not valid YAML: %s" % (path, detail)) from err
+    if isinstance(data, Mapping) and str(data.get("task")).lower() == "cascade":
+        if not allow_cascade:
+            raise ConfigError("%s: expected a single model, found a cascade (task: cascade)" % path)
+        return CascadeSpec.from_dict(data, source=str(path), base_dir=path.parent)
     return ModelSpec.from_dict(data, source=str(path), base_dir=path.parent)

@@ -4,12 +4,14 @@ Coordinate convention (used everywhere in dl_vision): boxes are ``xyxy`` =
 ``(x_min, y_min, x_max, y_max)`` in pixels of the *input image* (the image the
 caller passed in, before any resize or letterbox), float32, x to the right and y
 down, with the origin at the top-left corner of the top-left pixel. A box that
-covers exactly pixel column 0 spans x in [0, 1). Keypoints use the same frame.
+covers exactly pixel column 0 spans x in [0, 1). Keypoints use the same frame; a detection
+without keypoints among others that have them (a cascade's detections of other classes) has NaN
+keypoints with score 0.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -32,6 +34,39 @@ def class_name(labels: Mapping[int, str], class_id: int) -> str:
     return labels.get(int(class_id), str(int(class_id)))
 
 
+class KeypointSchema(NamedTuple):
+    """What a model's K keypoints are: their names and the edges drawn between them.
+
+    Attributes:
+        names: the K keypoint names, in the model's order (``nose``, ``left_eye``, ...).
+        skeleton: edges as pairs of indices into ``names``.
+    """
+
+    names: Tuple[str, ...]
+    skeleton: Tuple[Tuple[int, int], ...] = ()
+
+    @classmethod
+    def from_names(cls, names: Optional[Sequence[str]], edges: Sequence[Sequence[str]] = ()) -> "KeypointSchema":
+        """Build from keypoint names and edges given as pairs of names.
+
+        Raises:
+            ConfigError: no names, repeated names, or an edge that is not two known names.
+        """
+        if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+            raise ConfigError("keypoint_names: expected a list of names, found %r" % (names,))
+        if len(set(names)) != len(names):
+            raise ConfigError("keypoint_names: expected distinct names, found %r" % (names,))
+        index = {name: i for i, name in enumerate(names)}
+        skeleton = []
+        for edge in edges:
+            if not isinstance(edge, (list, tuple)) or len(edge) != 2 or any(end not in index for end in edge):
+                raise ConfigError(
+                    "skeleton: expected pairs of keypoint names (%s), found %r" % (", ".join(names), edge)
+                )
+            skeleton.append((index[edge[0]], index[edge[1]]))
+        return cls(tuple(names), tuple(skeleton))
+
+
 class Detections:
     """N detections in input-image pixels.
 
@@ -44,9 +79,10 @@ class Detections:
         keypoints: optional (N, K, 2) float32 ``(x, y)`` pixels.
         keypoint_scores: optional (N, K) float32 confidence of each keypoint in [0, 1]
             (only with ``keypoints``).
+        keypoint_schema: optional names and skeleton of the K keypoints (only with ``keypoints``).
     """
 
-    __slots__ = ("xyxy", "score", "class_id", "labels", "masks", "keypoints", "keypoint_scores")
+    __slots__ = ("xyxy", "score", "class_id", "labels", "masks", "keypoints", "keypoint_scores", "keypoint_schema")
 
     def __init__(
         self,
@@ -57,6 +93,7 @@ class Detections:
         masks: Optional[np.ndarray] = None,
         keypoints: Optional[np.ndarray] = None,
         keypoint_scores: Optional[np.ndarray] = None,
+        keypoint_schema: Optional[KeypointSchema] = None,
     ) -> None:
         xyxy = np.asarray(xyxy, dtype=np.float32)
         if xyxy.size == 0:
@@ -91,6 +128,14 @@ class Detections:
                     "Detections.keypoint_scores: expected shape %s (one per keypoint), found %s"
                     % (keypoints.shape[:2], keypoint_scores.shape)
                 )
+        if keypoint_schema is not None:
+            if keypoints is None:
+                raise ConfigError("Detections.keypoint_schema: expected keypoints beside it, found none")
+            if len(keypoint_schema.names) != keypoints.shape[1]:
+                raise ConfigError(
+                    "Detections.keypoint_schema: expected %d names (one per keypoint), found %d"
+                    % (keypoints.shape[1], len(keypoint_schema.names))
+                )
         self.xyxy = xyxy
         self.score = score
         self.class_id = class_id
@@ -98,6 +143,7 @@ class Detections:
         self.masks = masks
         self.keypoints = keypoints
         self.keypoint_scores = keypoint_scores
+        self.keypoint_schema = keypoint_schema
 
     @classmethod
     def empty(cls, labels: Union[None, Sequence[str], Mapping[int, str]] = None) -> "Detections":
@@ -119,7 +165,15 @@ class Detections:
             None if self.masks is None else self.masks[index],
             None if self.keypoints is None else self.keypoints[index],
             None if self.keypoint_scores is None else self.keypoint_scores[index],
+            self.keypoint_schema,
         )
+
+    @property
+    def has_keypoints(self) -> np.ndarray:
+        """(N,) bool: which detections carry keypoints (all False without keypoints)."""
+        if self.keypoints is None:
+            return np.zeros(len(self), bool)
+        return ~np.isnan(self.keypoints).all(axis=(1, 2))
 
     @property
     def class_names(self) -> List[str]:

@@ -15,7 +15,7 @@ import pytest
 from dl_vision import messages
 from dl_vision.errors import ImageConversionError
 from dl_vision.evaluation.bag_io import make_typestore
-from dl_vision.structures import Detections, Segmentation
+from dl_vision.structures import Detections, KeypointSchema, Segmentation
 
 RNG = np.random.default_rng(7)
 BGR = RNG.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
@@ -293,3 +293,56 @@ def test_label_table_message_lists_ids_in_order(family: str) -> None:
     assert list(message.class_ids) == [0, 1, 3]
     assert list(message.class_names) == ["face", "hand", "person"]
     assert messages.labels_from_msg(message) == {0: "face", 1: "hand", 3: "person"}
+
+
+SCHEMA = KeypointSchema.from_names(["nose", "left_eye", "right_eye"], [["nose", "left_eye"], ["nose", "right_eye"]])
+
+
+def _posed(unposed: int) -> Detections:
+    """Three detections with 3 named, scored keypoints, of which detection ``unposed`` has none (NaN)."""
+    keypoints = RNG.uniform(0, 14, size=(3, 3, 2)).astype(np.float32)
+    scores = RNG.uniform(0, 1, size=(3, 3)).astype(np.float32)
+    keypoints[unposed], scores[unposed] = np.nan, 0.0
+    xyxy = np.array([[1, 1, 9, 9], [2, 2, 8, 8], [3, 3, 12, 12]], np.float32)
+    return Detections(xyxy, [0.9, 0.8, 0.7], [0, 3, 0], LABELS, None, keypoints, scores, SCHEMA)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("unposed", [0, 2])
+def test_keypoint_scores_and_detections_without_keypoints_round_trip(family: str, unposed: int) -> None:
+    types = types_of(family)
+    original = _posed(unposed)
+    message = messages.detections_to_msg(original, messages.make_header(types=types), 20, 14, "pose", types)
+    assert len(message.detections[unposed].keypoints) == 0 and len(message.detections[unposed].keypoint_scores) == 0
+    posed = message.detections[1]
+    assert len(posed.keypoints) == 6 and len(posed.keypoint_scores) == 3
+    table = messages.label_table_msg(LABELS, "pose", types, SCHEMA)
+    schema = messages.keypoint_schema_from_msg(table)
+    assert schema == SCHEMA
+    restored = messages.detections_from_msg(message, messages.labels_from_msg(table), schema)
+    np.testing.assert_array_equal(restored.has_keypoints, original.has_keypoints)
+    np.testing.assert_allclose(restored.keypoints, original.keypoints)  # NaN where none, in both
+    np.testing.assert_allclose(restored.keypoint_scores, original.keypoint_scores)
+    assert restored.keypoint_schema == SCHEMA
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_label_tables_without_keypoints_name_none(family: str) -> None:
+    table = messages.label_table_msg(LABELS, "face", types_of(family))
+    assert list(table.keypoint_names) == [] and len(table.skeleton) == 0
+    assert messages.keypoint_schema_from_msg(table) is None
+
+
+def test_genpy_keypoints_and_their_names_survive_serialisation() -> None:
+    original = _posed(1)
+    message = messages.detections_to_msg(original, messages.make_header(frame_id="cam"), 20, 14, "m")
+    table = messages.label_table_msg(LABELS, "m", keypoint_schema=SCHEMA)
+    wires = []
+    for msg in (message, table):
+        buffer = io.BytesIO()
+        msg.serialize(buffer)
+        wires.append(type(msg)().deserialize(buffer.getvalue()))
+    restored = messages.detections_from_msg(wires[0], None, messages.keypoint_schema_from_msg(wires[1]))
+    np.testing.assert_allclose(restored.keypoints, original.keypoints)
+    np.testing.assert_allclose(restored.keypoint_scores, original.keypoint_scores, atol=1e-7)
+    assert restored.keypoint_schema == SCHEMA

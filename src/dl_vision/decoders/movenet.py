@@ -22,7 +22,7 @@ import numpy as np
 from dl_vision.decoders.base import DecodeOptions, Decoder
 from dl_vision.errors import ConfigError, ModelError
 from dl_vision.geometry import ImageTransform
-from dl_vision.structures import Detections
+from dl_vision.structures import Detections, KeypointSchema
 
 
 class MoveNetDecoder(Decoder):
@@ -36,8 +36,7 @@ class MoveNetDecoder(Decoder):
         output: name of the model output (default: the model's only output).
 
     Attributes:
-        keypoint_names: the K names.
-        skeleton: edges as ``(i, j)`` keypoint indices.
+        keypoint_schema: the keypoint names and skeleton (given to every result).
     """
 
     name = "movenet"
@@ -51,14 +50,10 @@ class MoveNetDecoder(Decoder):
         output: Optional[str] = None,
     ) -> None:
         super().__init__(labels)
-        if (
-            not isinstance(keypoint_names, (list, tuple))
-            or not keypoint_names
-            or not all(isinstance(n, str) for n in keypoint_names)
-        ):
-            raise ConfigError("decoder.params.keypoint_names: expected a list of names, found %r" % (keypoint_names,))
-        if len(set(keypoint_names)) != len(keypoint_names):
-            raise ConfigError("decoder.params.keypoint_names: expected distinct names, found %r" % (keypoint_names,))
+        try:
+            self.keypoint_schema = KeypointSchema.from_names(keypoint_names, skeleton or [])
+        except ConfigError as err:
+            raise ConfigError("decoder.params.%s" % err) from None
         if isinstance(keypoint_threshold, bool) or not isinstance(keypoint_threshold, (int, float)):
             raise ConfigError(
                 "decoder.params.keypoint_threshold: expected a number in [0, 1], found %r" % (keypoint_threshold,)
@@ -67,22 +62,18 @@ class MoveNetDecoder(Decoder):
             raise ConfigError(
                 "decoder.params.keypoint_threshold: expected a number in [0, 1], found %r" % (keypoint_threshold,)
             )
-        self.keypoint_names: List[str] = list(keypoint_names)
-        self.skeleton: List[Tuple[int, int]] = self._edges(skeleton or [])
         self.keypoint_threshold = float(keypoint_threshold)
         self.output = output
 
-    def _edges(self, skeleton: Sequence[Sequence[str]]) -> List[Tuple[int, int]]:
-        index = {name: i for i, name in enumerate(self.keypoint_names)}
-        edges = []
-        for edge in skeleton:
-            if not isinstance(edge, (list, tuple)) or len(edge) != 2 or any(end not in index for end in edge):
-                raise ConfigError(
-                    "decoder.params.skeleton: expected pairs of keypoint names (%s), found %r"
-                    % (", ".join(self.keypoint_names), edge)
-                )
-            edges.append((index[edge[0]], index[edge[1]]))
-        return edges
+    @property
+    def keypoint_names(self) -> List[str]:
+        """The K keypoint names, in the model's order."""
+        return list(self.keypoint_schema.names)
+
+    @property
+    def skeleton(self) -> List[Tuple[int, int]]:
+        """Edges as ``(i, j)`` keypoint indices."""
+        return list(self.keypoint_schema.skeleton)
 
     def _raw(self, outputs: Dict[str, np.ndarray]) -> np.ndarray:
         if self.output is not None:
@@ -132,4 +123,5 @@ class MoveNetDecoder(Decoder):
             self.labels,
             keypoints=keypoints[None],
             keypoint_scores=scores[None],
+            keypoint_schema=self.keypoint_schema,
         )

@@ -67,7 +67,7 @@ def _model(args: argparse.Namespace) -> Tuple[Path, Optional[Any]]:
                 "frames, its decoder reads the outputs), found a bare ONNX file %s" % path
             )
         return path, None
-    spec = load_spec(args.model)
+    spec = load_spec(args.model, allow_cascade=False)
     if spec.format != "onnx":
         raise ConfigError("%s: format: build_engine needs an onnx model, found %s" % (spec.source, spec.format))
     return spec.model_path(), spec

@@ -273,7 +273,7 @@ def agreement_main(args: Any) -> int:
 
     try:
         specs = [load_spec(args.candidate), load_spec(args.reference)]
-        models = [(Detector if s.task == "detection" else Segmenter).from_spec(s) for s in specs]
+        models = [(Segmenter if s.task == "segmentation" else Detector).from_spec(s) for s in specs]
         report = score_agreement(models[0], models[1], iter_images(args.images or args.bag, args.topic, args.limit))
         if args.out:
             write_agreement(report, args.out)

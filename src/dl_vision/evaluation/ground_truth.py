@@ -4,7 +4,10 @@ A COCO file refers to bag frames through extra keys on each ``images`` entry:
 ``"ros_stamp_ns"`` (the image's ``header.stamp`` in nanoseconds, optionally with ``"ros_topic"``)
 or ``"frame_index"`` (0-based position on the image topic). A frame listed with no annotation is
 labelled "no objects" (every prediction on it is a false positive); a frame not listed is not
-labelled and is left out of the scores.
+labelled and is left out of the scores. Keypoints follow COCO's keypoint format: the category
+lists its ``keypoints`` names, each annotation of it ``keypoints`` as ``[x, y, v, ...]`` (v 0:
+not labelled); one category with keypoints is scored (see
+:class:`~dl_vision.evaluation.keypoint_metrics.KeypointAccumulator`).
 
 Inside a bag, ground truth travels on a ``dl_vision/DetectionArray`` topic (boxes, optional masks)
 or a mono8 class-map ``Image`` topic, with the header stamp of the image it describes.
@@ -36,6 +39,8 @@ class FrameTruth:
         masks: optional (G, H, W) bool instance masks.
         class_map: optional (H, W) uint8 class-id map (semantic segmentation).
         size: ``(width, height)`` of the image the truth was made for, when known.
+        keypoints: optional (G, K, 3) ``(x, y, visibility)`` pixels in the order of the file's
+            keypoint names (visibility 0 where not labelled, and for objects of other classes).
     """
 
     boxes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 4)))
@@ -44,6 +49,7 @@ class FrameTruth:
     masks: Optional[np.ndarray] = None
     class_map: Optional[np.ndarray] = None
     size: Optional[Tuple[int, int]] = None
+    keypoints: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, np.float64).reshape(-1, 4)
@@ -74,6 +80,10 @@ class CocoGroundTruth:
                 )
         self.categories: Dict[int, str] = {int(c["id"]): str(c["name"]) for c in data["categories"]}
         self.class_names = [self.categories[k] for k in sorted(self.categories)]
+        with_keypoints = [c for c in data["categories"] if c.get("keypoints")]
+        #: The category whose keypoints are scored (the first that names keypoints) and their names.
+        self.keypoint_class: Optional[str] = str(with_keypoints[0]["name"]) if with_keypoints else None
+        self.keypoint_names: List[str] = [str(n) for n in with_keypoints[0]["keypoints"]] if with_keypoints else []
         self.by_stamp: Dict[int, dict] = {}
         self.by_index: Dict[int, dict] = {}
         for image in data["images"]:
@@ -120,13 +130,30 @@ class CocoGroundTruth:
             masks = np.zeros((len(anns), height, width), bool)
             for i, ann in enumerate(anns):
                 masks[i] = annotation_mask(ann["segmentation"], height, width)
+        names = [self.categories[int(a["category_id"])] for a in anns]
         return FrameTruth(
             boxes,
-            [self.categories[int(a["category_id"])] for a in anns],
+            names,
             [bool(a.get("iscrowd", 0)) for a in anns],
             masks,
             size=(int(width), int(height)),
+            keypoints=self._keypoints(anns, names) if self.keypoint_names else None,
         )
+
+    def _keypoints(self, anns: List[dict], names: List[str]) -> np.ndarray:
+        """(G, K, 3) keypoints of one image's annotations (zeros for objects without)."""
+        count = len(self.keypoint_names)
+        out = np.zeros((len(anns), count, 3))
+        for i, (ann, name) in enumerate(zip(anns, names)):
+            if name == self.keypoint_class and ann.get("keypoints"):
+                flat = np.asarray(ann["keypoints"], np.float64)
+                if flat.size != 3 * count:
+                    raise EvaluationError(
+                        "ground truth %s: annotation %r: expected %d keypoint values (x, y, v for %d names), found %d"
+                        % (self.path, ann.get("id"), 3 * count, count, flat.size)
+                    )
+                out[i] = flat.reshape(count, 3)
+        return out
 
     def unmatched(self) -> int:
         """Number of labelled images no frame has matched so far."""

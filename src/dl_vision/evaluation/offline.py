@@ -26,6 +26,7 @@ from dl_vision.evaluation.bag_io import DETECTION_ARRAY, IMAGE, IMAGE_TYPES, Bag
 from dl_vision.evaluation.coco_metrics import CocoAccumulator
 from dl_vision.evaluation.confusion import ConfusionAccumulator
 from dl_vision.evaluation.ground_truth import CocoGroundTruth, FrameTruth
+from dl_vision.evaluation.keypoint_metrics import KeypointAccumulator
 from dl_vision.evaluation.predictions import Prediction, PredictionSource
 from dl_vision.evaluation.report import DetectionMetrics, FrameCounts, Report, Source, Throughput
 from dl_vision.evaluation.segmentation_metrics import SegmentationAccumulator
@@ -115,6 +116,7 @@ class Evaluation:
         seg_labels: ``{id: name}`` of the segmentation classes; None without class-map truth.
         score_threshold: operating threshold for the confusion matrix and P/R/F1.
         iou_threshold: IoU a prediction needs to match a ground-truth box at the operating point.
+        keypoints: ``(class name, keypoint names)`` of the keypoint ground truth, or None.
     """
 
     def __init__(
@@ -123,6 +125,7 @@ class Evaluation:
         seg_labels: Optional[LabelTable],
         score_threshold: float,
         iou_threshold: float = 0.5,
+        keypoints: Optional[Tuple[str, Sequence[str]]] = None,
     ) -> None:
         self.class_names = list(class_names) if class_names else None
         self.class_index = {n: i for i, n in enumerate(self.class_names or [])}
@@ -131,6 +134,7 @@ class Evaluation:
         self.segmentation = None
         if seg_labels is not None:
             self.segmentation = SegmentationAccumulator(max(seg_labels) + 1, seg_labels)
+        self.keypoints = KeypointAccumulator(*keypoints) if keypoints else None
         self.counts = FrameCounts()
         self.warnings: List[str] = []
 
@@ -139,6 +143,18 @@ class Evaluation:
         self.counts.evaluated += 1
         if self.class_names is not None and prediction.detections is not None:
             self._add_detections(truth, prediction.width, prediction.height, prediction.detections)
+        if self.keypoints is not None and truth.keypoints is not None and prediction.detections is not None:
+            wanted = np.array([n == self.keypoints.class_name for n in truth.class_names], bool).reshape(-1)
+            areas = None if truth.masks is None else truth.masks[wanted].sum(axis=(1, 2))
+            self.keypoints.add(
+                prediction.width,
+                prediction.height,
+                truth.boxes[wanted],
+                truth.keypoints[wanted],
+                prediction.detections,
+                areas,
+                truth.iscrowd[wanted],
+            )
         if self.segmentation is not None and truth.class_map is not None and prediction.segmentation is not None:
             self.segmentation.add(truth.class_map, prediction.segmentation.class_map)
 
@@ -179,8 +195,8 @@ class Evaluation:
         LOG.warning(message)
         self.warnings.append(message)
 
-    def metrics(self) -> Tuple[Optional[DetectionMetrics], Optional[Dict[str, Any]]]:
-        """``(detection, segmentation)`` metrics.
+    def metrics(self) -> Tuple[Optional[DetectionMetrics], Optional[Dict[str, Any]], Optional[Dict[str, Any]]]:
+        """``(detection, segmentation, keypoints)`` metrics.
 
         Raises:
             EvaluationError: no frame had both ground truth and a prediction, or nothing was scorable.
@@ -204,12 +220,13 @@ class Evaluation:
             )
         if self.segmentation is not None and self.segmentation.frames:
             segmentation = self.segmentation.result()
+        keypoints = self.keypoints.result() if self.keypoints is not None else None
         if detection is None and segmentation is None:
             raise EvaluationError(
                 "evaluation: the ground truth has nothing the predictions can be scored on "
                 "(detections need boxes, segmentation needs class maps)"
             )
-        return detection, segmentation
+        return detection, segmentation, keypoints
 
 
 def paired_frames(
@@ -325,7 +342,8 @@ def evaluate_bag(
     score_threshold = scoring.score_threshold
     if score_threshold is None:
         score_threshold = predictions.score_threshold if predictions.score_threshold is not None else 0.5
-    evaluation = Evaluation(class_names, seg_labels, score_threshold, scoring.iou_threshold)
+    keypoint_truth = (coco.keypoint_class, coco.keypoint_names) if coco is not None and coco.keypoint_names else None
+    evaluation = Evaluation(class_names, seg_labels, score_threshold, scoring.iou_threshold, keypoint_truth)
     counts = evaluation.counts
     started = time.perf_counter()
     with BagReader(bag) as reader:
@@ -359,7 +377,7 @@ def evaluate_bag(
             )
     if counts.unlabelled:
         evaluation.warn("%d of %d frames have no ground truth and were not scored" % (counts.unlabelled, counts.frames))
-    detection, segmentation = evaluation.metrics()
+    detection, segmentation, keypoints = evaluation.metrics()
     return Report(
         mode="offline",
         model=predictions.name,
@@ -376,6 +394,7 @@ def evaluate_bag(
         warnings=evaluation.warnings,
         detection=detection,
         segmentation=segmentation,
+        keypoints=keypoints,
     )
 
 

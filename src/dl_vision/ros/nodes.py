@@ -186,7 +186,7 @@ class VisionNode:
         for model, topic in ((self.processor.detector, "~labels"), (self.processor.segmenter, "~segmentation_labels")):
             if model is not None:
                 publisher = rospy.Publisher(topic, LabelTable, queue_size=1, latch=True)
-                publisher.publish(messages.label_table_msg(model.labels, model.spec.name))
+                publisher.publish(messages.label_table_msg(model.labels, model.spec.name, None, model.keypoint_schema))
                 self._latched.append(publisher)
 
         self._reconfigure = []
