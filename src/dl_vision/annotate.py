@@ -1,4 +1,4 @@
-"""Drawing results on images: boxes with names and scores, keypoints, masks, class maps.
+"""Drawing results on images: boxes with names and scores, keypoints and skeletons, masks, class maps.
 
 Kept apart from the data types: :class:`~dl_vision.structures.Detections` and
 :class:`~dl_vision.structures.Segmentation` know nothing of colours. Every
@@ -7,7 +7,7 @@ function returns a new image and leaves its input untouched.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import List, Tuple
 
 import cv2
 import numpy as np
@@ -37,19 +37,37 @@ def _palette(size: int = 256) -> np.ndarray:
 _PALETTE = _palette()
 
 
+def instance_color(index: int) -> Color:
+    """A BGR colour for the ``index``-th detection of an image, distinct from its neighbours' (masks, skeletons)."""
+    return class_color(index * 7 + 3)  # another walk round the hue circle than the class colours'
+
+
+#: Keypoints scoring below this are not drawn (nor the skeleton edges that touch them).
+KEYPOINT_DRAW_THRESHOLD = 0.3
+
+Rect = Tuple[int, int, int, int]
+
+
 def draw_detections(
     image_bgr: np.ndarray,
     detections: Detections,
     mask_alpha: float = 0.4,
     thickness: int = 0,
+    keypoint_threshold: float = KEYPOINT_DRAW_THRESHOLD,
 ) -> np.ndarray:
-    """Draw boxes labelled ``name score``, keypoints and instance masks.
+    """Draw boxes labelled ``name score`` (class colours), instance masks, keypoints and skeletons
+    (a colour per instance).
+
+    Labels never cover each other: the best-scored detection's label goes above its box (inside
+    at the top edge), the others take the first free place of: above, inside at the top, further
+    down inside the box, below it.
 
     Args:
         image_bgr: (H, W, 3) uint8 BGR (BGRA and mono are converted).
         detections: results in this image's pixels.
         mask_alpha: opacity of instance masks, 0..1.
         thickness: box line width in pixels; 0 picks one from the image size.
+        keypoint_threshold: keypoints scoring below it are not drawn (nor their skeleton edges).
 
     Returns:
         A new (H, W, 3) uint8 BGR image.
@@ -67,24 +85,60 @@ def draw_detections(
                 % ((height, width), detections.masks.shape[1:])
             )
         overlay = out.copy()
-        for mask, class_id in zip(detections.masks, detections.class_id.tolist()):
-            overlay[mask] = class_color(class_id)
+        for i, mask in enumerate(detections.masks):
+            overlay[mask] = instance_color(i)
         out = cv2.addWeighted(overlay, mask_alpha, out, 1.0 - mask_alpha, 0.0)
+    boxes = [tuple(int(round(float(v))) for v in box) for box in detections.xyxy]
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        cv2.rectangle(out, (x0, y0), (x1, y1), class_color(int(detections.class_id[i])), line)
+    if detections.keypoints is not None:
+        for i in np.flatnonzero(detections.has_keypoints):
+            _draw_pose(out, detections, int(i), instance_color(int(i)), line, keypoint_threshold)
     font_scale = max(0.4, min(height, width) / 800.0)
-    for i in range(len(detections)):
+    placed: List[Rect] = []
+    for i in np.argsort(-detections.score, kind="stable"):
         color = class_color(int(detections.class_id[i]))
-        x0, y0, x1, y1 = (int(round(float(v))) for v in detections.xyxy[i])
-        cv2.rectangle(out, (x0, y0), (x1, y1), color, line)
-        if detections.keypoints is not None:
-            for x, y in detections.keypoints[i]:
-                cv2.circle(out, (int(round(float(x))), int(round(float(y)))), line + 1, color, -1, cv2.LINE_AA)
         text = "%s %.2f" % (class_name(detections.labels, int(detections.class_id[i])), float(detections.score[i]))
         (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
-        # Label above the box, or inside it when the box touches the top edge.
-        ty = y0 - baseline - 2 if y0 - th - baseline - 2 >= 0 else y0 + th + 2
-        cv2.rectangle(out, (x0, ty - th - 2), (x0 + tw + 2, ty + baseline), color, -1)
-        cv2.putText(out, text, (x0 + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1, cv2.LINE_AA)
+        x0, y0, x1, y1 = _label_rect(boxes[i], (tw + 2, th + baseline + 2), (width, height), placed)
+        placed.append((x0, y0, x1, y1))
+        cv2.rectangle(out, (x0, y0), (x1, y1), color, -1)
+        cv2.putText(out, text, (x0 + 1, y1 - baseline), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1, cv2.LINE_AA)
     return out
+
+
+def _draw_pose(out: np.ndarray, detections: Detections, i: int, color: Color, line: int, threshold: float) -> None:
+    """Detection ``i``'s skeleton edges and keypoints whose scores reach ``threshold``."""
+    points = detections.keypoints[i]
+    scores = detections.keypoint_scores
+    shown = np.isfinite(points).all(axis=1)
+    if scores is not None:
+        shown &= scores[i] >= threshold
+    pixels = [(int(round(float(x))), int(round(float(y)))) if ok else None for (x, y), ok in zip(points, shown)]
+    schema = detections.keypoint_schema
+    for a, b in schema.skeleton if schema is not None else ():
+        if pixels[a] is not None and pixels[b] is not None:
+            cv2.line(out, pixels[a], pixels[b], color, line, cv2.LINE_AA)
+    for pixel in pixels:
+        if pixel is not None:
+            cv2.circle(out, pixel, line + 1, color, -1, cv2.LINE_AA)
+
+
+def _label_rect(box: Rect, size: Tuple[int, int], image_size: Tuple[int, int], placed: List[Rect]) -> Rect:
+    """Where a label of ``size`` (w, h) goes for ``box``: the first place inside the image clear of ``placed``."""
+    (x0, y0, _, y1), (w, h), (width, height) = box, size, image_size
+    left = min(max(x0, 0), max(width - w, 0))
+    tops = [y0 - h, y0] + list(range(y0 + h, y1 - h + 1, h)) + [y1]
+    inside = [t for t in tops if 0 <= t <= height - h] or [min(max(y0, 0), max(height - h, 0))]
+    for top in inside:
+        rect = (left, top, left + w, top + h)
+        if not any(_overlap(rect, other) for other in placed):
+            return rect
+    return (left, inside[0], left + w, inside[0] + h)
+
+
+def _overlap(a: Rect, b: Rect) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def colorize_segmentation(segmentation: Segmentation) -> np.ndarray:

@@ -48,6 +48,8 @@ MODULES = [
     ("tflite_runtime", False, "TFLite backend without TensorFlow"),
     ("onnxruntime", False, "ONNX backend"),
     ("tensorrt", False, "TensorRT engines on a GPU"),
+    ("cuda.bindings", False, "CUDA buffers for TensorRT (cuda-python)"),
+    ("pycuda", False, "CUDA buffers for TensorRT (JetPack)"),
     ("dl_vision.msg", False, "the package's generated messages"),
 ]
 
@@ -92,6 +94,17 @@ try:
         out["conversion"] = list(cv2.cvtColor(numpy.zeros((2, 3, 3), numpy.uint8), cv2.COLOR_BGR2GRAY).shape)
     elif name == "onnxruntime":
         out["providers"] = list(mod.get_available_providers())
+        if "CUDAExecutionProvider" in out["providers"]:
+            # Listed is not started: the CUDA provider needs CUDA and cuDNN libraries at session start.
+            from onnx import TensorProto, helper
+            x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+            graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x],
+                                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+            model.ir_version = 8
+            session = mod.InferenceSession(model.SerializeToString(),
+                                           providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+            out["cuda_session"] = session.get_providers()[0]
     elif name == "tensorflow":
         out["tflite"] = hasattr(mod, "lite") and hasattr(mod.lite, "Interpreter")
         out["gpus"] = [d.name for d in mod.config.list_physical_devices("GPU")]
@@ -397,12 +410,33 @@ def check_gpu(report: Report, probes: Dict[str, Dict[str, Any]]) -> None:
         with open("/etc/nv_tegra_release") as f:
             jetson = f.readline().strip()
     providers = probes["onnxruntime"].get("providers", [])
+    trt_version = probes["tensorrt"].get("version")
     report.facts["gpu"] = {
         "nvidia_smi": gpus,
         "jetson": jetson,
-        "tensorrt": probes["tensorrt"].get("version"),
+        "tensorrt": trt_version,
+        "tensorrt_precisions": _tensorrt_precisions(trt_version),
+        "cuda_python": probes["cuda.bindings"].get("version"),
+        "pycuda": probes["pycuda"].get("version"),
         "onnxruntime_providers": providers,
+        "onnxruntime_cuda_session": probes["onnxruntime"].get("cuda_session"),
     }
+    started = probes["onnxruntime"].get("cuda_session")
+    if started and started != "CUDAExecutionProvider":
+        report.problem(
+            WARNING,
+            "gpu",
+            "onnxruntime lists CUDAExecutionProvider but a session falls back to %s (CUDA or cuDNN libraries missing)"
+            % started,
+            "install the CUDA and cuDNN libraries onnxruntime-gpu needs (pip install 'onnxruntime-gpu[cuda,cudnn]')",
+        )
+    if trt_version and "error" in probes["cuda.bindings"] and "error" in probes["pycuda"]:
+        report.problem(
+            WARNING,
+            "gpu",
+            "TensorRT %s imports but neither cuda-python nor pycuda does: engines cannot get GPU buffers" % trt_version,
+            "DL_VISION_GPU=cuda bash bootstrap/setup.sh (x86), or pip install pycuda (Jetson)",
+        )
     accelerated = [p for p in providers if p in ("TensorrtExecutionProvider", "CUDAExecutionProvider")]
     if (gpus or jetson) and providers and not accelerated:
         report.problem(
@@ -418,6 +452,19 @@ def check_gpu(report: Report, probes: Dict[str, Dict[str, Any]]) -> None:
             "a GPU is present but tensorrt does not import (%s)" % probes["tensorrt"]["error"],
             "install TensorRT's Python bindings (JetPack: apt python3-libnvinfer); the env sees system packages",
         )
+
+
+def _tensorrt_precisions(version: Optional[str]) -> List[str]:
+    """The precisions build_engine offers with this TensorRT (none when it is absent)."""
+    if not version:
+        return []
+    try:
+        from dl_vision.engines.trt_api import PRECISIONS, TrtFeatures
+
+        features = TrtFeatures.of(version)
+    except Exception:  # an unparsable version or a broken numpy: the probe facts say more
+        return []
+    return [p for p in PRECISIONS if features.precision_problem(p) is None]
 
 
 def check_master(report: Report) -> None:
@@ -477,11 +524,13 @@ def format_report(report: Report) -> str:
             lines.append("  %-12s %-10s %s" % (name, m.get("version") or "", m.get("path")))
     gpu = f["gpu"]
     lines.append(
-        "  GPU          %s; TensorRT %s; onnxruntime providers: %s"
+        "  GPU          %s; TensorRT %s%s; onnxruntime providers: %s%s"
         % (
             ", ".join(gpu["nvidia_smi"]) or gpu["jetson"] or "none (CPU inference)",
             gpu["tensorrt"] or "not installed",
+            " (builds %s)" % "/".join(gpu["tensorrt_precisions"]) if gpu["tensorrt_precisions"] else "",
             ", ".join(gpu["onnxruntime_providers"]) or "-",
+            "; a CUDA session runs on %s" % gpu["onnxruntime_cuda_session"] if gpu["onnxruntime_cuda_session"] else "",
         )
     )
     if "cache" in f:

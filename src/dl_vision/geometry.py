@@ -1,18 +1,23 @@
-"""The mapping between input-image pixels and model-input pixels.
+"""Box geometry: the map between input-image and model-input pixels, IoU, box formats.
 
 Pre-processing resizes (optionally letterboxes) the image to the model's input
 size; :class:`ImageTransform` records that affine map so decoders can put boxes,
-keypoints and masks back into input-image pixels exactly.
+keypoints and masks back into input-image pixels exactly. Boxes are ``xyxy``
+(see :mod:`dl_vision.structures`) unless a function says otherwise.
 """
 
 from __future__ import annotations
 
-from typing import Tuple
+import dataclasses
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
 
+from dl_vision.errors import ConfigError
 
+
+@dataclasses.dataclass
 class ImageTransform:
     """Axis-aligned scale-and-pad from the input image to the model input.
 
@@ -25,19 +30,16 @@ class ImageTransform:
         pad: (pad_x, pad_y) offset of the image inside the model input, pixels.
     """
 
-    __slots__ = ("image_size", "input_size", "scale", "pad")
+    image_size: Tuple[int, int]
+    input_size: Tuple[int, int]
+    scale: Tuple[float, float]
+    pad: Tuple[float, float] = (0.0, 0.0)
 
-    def __init__(
-        self,
-        image_size: Tuple[int, int],
-        input_size: Tuple[int, int],
-        scale: Tuple[float, float],
-        pad: Tuple[float, float] = (0.0, 0.0),
-    ) -> None:
-        self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.scale = (float(scale[0]), float(scale[1]))
-        self.pad = (float(pad[0]), float(pad[1]))
+    def __post_init__(self) -> None:
+        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+        self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
+        self.scale = (float(self.scale[0]), float(self.scale[1]))
+        self.pad = (float(self.pad[0]), float(self.pad[1]))
 
     @classmethod
     def stretch(cls, image_size: Tuple[int, int], input_size: Tuple[int, int]) -> "ImageTransform":
@@ -104,10 +106,60 @@ class ImageTransform:
             return cv2.resize(crop.astype(np.uint8), (iw, ih), interpolation=cv2.INTER_NEAREST).astype(bool)
         return cv2.resize(crop, (iw, ih), interpolation=interpolation)
 
-    def __repr__(self) -> str:
-        return "ImageTransform(image=%s, input=%s, scale=%s, pad=%s)" % (
-            self.image_size,
-            self.input_size,
-            self.scale,
-            self.pad,
-        )
+
+def as_boxes(name: str, boxes: np.ndarray, dtype: Optional[type] = None) -> np.ndarray:
+    """``boxes`` as an (N, 4) array (of ``dtype`` when given); an empty input becomes (0, 4).
+
+    Raises:
+        ConfigError: the boxes are not (N, 4); the message starts with ``name``.
+    """
+    boxes = np.asarray(boxes, dtype=dtype)
+    if boxes.size == 0:
+        return boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ConfigError("%s: expected boxes of shape (N, 4), found %s" % (name, boxes.shape))
+    return boxes
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of every box in ``a`` with every box in ``b``.
+
+    Args:
+        a: (N, 4) ``x_min, y_min, x_max, y_max`` boxes.
+        b: (M, 4) boxes in the same frame as ``a``.
+
+    Returns:
+        (N, M) IoU in [0, 1], float32 for float32 boxes, else float64; 0 where the union is
+        empty (two empty boxes do not overlap). Inverted boxes count as empty.
+
+    Raises:
+        ConfigError: an argument is not (N, 4).
+    """
+    a, b = as_boxes("box_iou a", a), as_boxes("box_iou b", b)
+    dtype = np.result_type(a.dtype, b.dtype, np.float32)
+    a, b = a.astype(dtype, copy=False), b.astype(dtype, copy=False)
+    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    np.maximum(iw, 0, out=iw)
+    np.maximum(ih, 0, out=ih)
+    inter = np.multiply(iw, ih, out=iw)
+    union = _areas(a)[:, None] + _areas(b)[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def _areas(xyxy: np.ndarray) -> np.ndarray:
+    wh = xyxy[:, 2:] - xyxy[:, :2]
+    np.maximum(wh, 0, out=wh)
+    return wh[:, 0] * wh[:, 1]
+
+
+def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
+    """(N, 4) ``x_min, y_min, x_max, y_max`` -> COCO's ``x, y, width, height``, float64."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+
+
+def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+    """(N, 4) COCO ``x, y, width, height`` -> ``x_min, y_min, x_max, y_max``, float64."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)

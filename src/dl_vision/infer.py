@@ -4,7 +4,9 @@ Prints one JSON object per image on stdout (JSON Lines) and writes the
 annotated image as ``<stem>.annotated.png`` beside the input (or in
 ``--out-dir``)::
 
+    rosrun dl_vision infer photo.png                  # COCO objects (spec coco)
     rosrun dl_vision infer --model face photo.png
+    rosrun dl_vision infer --model person_pose astronaut  # a cascade: people with 17 keypoints each
     rosrun dl_vision infer --model person_segmentation astronaut --out-dir /tmp
 
 A sample image name (``astronaut``, ``coffee``, ... see :mod:`dl_vision.assets`)
@@ -19,7 +21,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional
 
 import cv2
 import numpy as np
@@ -70,8 +72,10 @@ def annotated_path(image_arg: str, image_path: Path, out_dir: Optional[Path]) ->
 
 
 def detections_record(detections: Detections) -> List[Dict[str, Any]]:
-    """JSON-ready list of detections: label, class id, score, box (xyxy pixels), keypoints."""
+    """JSON-ready list of detections: label, class id, score, box (xyxy pixels), then, for those that
+    have them, keypoints with their scores and the pixel count of a non-empty instance mask."""
     records = []
+    has_keypoints = detections.has_keypoints
     for i in range(len(detections)):
         record: Dict[str, Any] = {
             "label": class_name(detections.labels, int(detections.class_id[i])),
@@ -79,8 +83,13 @@ def detections_record(detections: Detections) -> List[Dict[str, Any]]:
             "score": round(float(detections.score[i]), 4),
             "box_xyxy": [round(float(v), 1) for v in detections.xyxy[i]],
         }
-        if detections.keypoints is not None:
+        if has_keypoints[i]:
             record["keypoints_xy"] = [[round(float(x), 1), round(float(y), 1)] for x, y in detections.keypoints[i]]
+            if detections.keypoint_scores is not None:
+                record["keypoint_scores"] = [round(float(v), 3) for v in detections.keypoint_scores[i]]
+        pixels = 0 if detections.masks is None else int(np.count_nonzero(detections.masks[i]))
+        if pixels:
+            record["mask_pixels"] = pixels
         records.append(record)
     return records
 
@@ -95,10 +104,10 @@ def segmentation_record(segmentation: Segmentation) -> Dict[str, float]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="infer",
-        description="Run a detection or segmentation model spec on image files; JSON Lines on stdout.",
+        description="Run a detection, segmentation or cascade model spec on image files; JSON Lines on stdout.",
     )
     parser.add_argument("images", nargs="+", help="image files, or sample names (%s)" % ", ".join(assets.SAMPLE_IMAGES))
-    parser.add_argument("--model", default="face", help="model spec name or YAML path (default: face)")
+    parser.add_argument("--model", default="coco", help="model spec name or YAML path (default: coco)")
     parser.add_argument("--out-dir", type=Path, help="write annotated images here instead of beside the inputs")
     parser.add_argument("--score", type=float, help="detection score threshold (default: the spec's)")
     parser.add_argument("--mask-threshold", type=float, help="segmentation foreground threshold (default: the spec's)")
@@ -111,17 +120,14 @@ def run(args: argparse.Namespace) -> int:
     """Run the command; raises :class:`DlVisionError` on a user's mistake."""
     spec = load_spec(args.model)
     overrides = {} if args.threads is None else {"threads": args.threads}
-    model: Union[Detector, Segmenter]
-    model = (
-        Detector.from_spec(spec, **overrides) if spec.task == "detection" else Segmenter.from_spec(spec, **overrides)
-    )
+    detecting = spec.task != "segmentation"  # a cascade runs as a detector: its detections carry the results
+    model = Detector.from_spec(spec, **overrides) if detecting else Segmenter.from_spec(spec, **overrides)
     if args.score is not None:
         model.options.score_threshold = args.score
     if args.mask_threshold is not None:
         model.options.mask_threshold = args.mask_threshold
     if args.out_dir is not None:
         args.out_dir.mkdir(parents=True, exist_ok=True)
-    detecting = spec.task == "detection"
     processor = FrameProcessor(model) if detecting else FrameProcessor(None, model)
     outputs = Outputs(class_map=not detecting, annotated=not args.no_annotate)
     for name in args.images:
@@ -135,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
         }
         if detecting:
             record["detections"] = detections_record(result.detections)
+            if result.detections.keypoint_schema is not None:
+                record["keypoint_names"] = list(result.detections.keypoint_schema.names)
         else:
             record["class_fractions"] = segmentation_record(result.segmentation)
         record["timings_ms"] = {stage: round(ms, 3) for stage, ms in processor.timings.items()}

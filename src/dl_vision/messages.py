@@ -12,6 +12,10 @@ against ``len(data) == step * height`` before any pixel is read. A malformed mes
 Instance masks follow one rule (see ``msg/Detection.msg``): a ``mono8`` image placed at
 ``(mask_x, mask_y)`` that covers the mask's extent, 255 inside and 0 outside; readers count
 values >= 128 as inside. A detection without a mask has a mask image of width 0.
+
+Keypoints travel per detection as flat ``(x, y)`` pairs with one score each; a detection without
+keypoints among others that have them (NaN in :class:`~dl_vision.structures.Detections`) has
+none. Their names and skeleton travel in the model's latched ``LabelTable``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import cv2
 import numpy as np
 
 from dl_vision.errors import ImageConversionError
-from dl_vision.structures import Detections, Segmentation
+from dl_vision.structures import Detections, KeypointSchema, Segmentation
 
 
 class Encoding(NamedTuple):
@@ -167,18 +171,23 @@ def segmentation_from_msg(msg: Any, labels: Optional[Mapping[int, str]] = None) 
     return Segmentation(mono8_to_array(msg), labels)
 
 
-def detections_from_msg(msg: Any, labels: Optional[Mapping[int, str]] = None) -> Detections:
+def detections_from_msg(
+    msg: Any, labels: Optional[Mapping[int, str]] = None, keypoint_schema: Optional[KeypointSchema] = None
+) -> Detections:
     """Rebuild :class:`Detections` from a ``DetectionArray``.
 
     Args:
         msg: the message (genpy or rosbags).
         labels: the model's label table (e.g. from the latched ``labels`` topic); names carried
             by the detections fill in the ids it lacks.
+        keypoint_schema: the keypoints' names and skeleton (:func:`keypoint_schema_from_msg` of
+            the label table), kept when it fits the keypoints.
 
     Returns:
         Detections with full-image masks (``image_height x image_width``; empty for detections
-        without one) when any detection carries a mask, and keypoints when every detection has
-        the same non-zero number of them.
+        without one) when any detection carries a mask, and keypoints when every detection that
+        has some has the same number (NaN, score 0, for the detections without), with their
+        scores when each has one per keypoint.
 
     Raises:
         ImageConversionError: a mask that is not a valid mono8 image.
@@ -193,10 +202,9 @@ def detections_from_msg(msg: Any, labels: Optional[Mapping[int, str]] = None) ->
     xyxy = np.array([[d.x_min, d.y_min, d.x_max, d.y_max] for d in items], dtype=np.float32)
     score = np.array([d.score for d in items], dtype=np.float32)
     class_id = np.array([d.class_id for d in items], dtype=np.int32)
-    keypoint_counts = {len(d.keypoints) for d in items}
-    keypoints = None
-    if len(keypoint_counts) == 1 and 0 not in keypoint_counts:
-        keypoints = np.array([np.asarray(d.keypoints, np.float32) for d in items]).reshape(count, -1, 2)
+    keypoints, keypoint_scores = _keypoints_from_msgs(items)
+    if keypoints is None or keypoint_schema is None or len(keypoint_schema.names) != keypoints.shape[1]:
+        keypoint_schema = None
     masks = None
     if any(int(d.mask.width) > 0 for d in items):
         height, width = int(msg.image_height), int(msg.image_width)
@@ -207,12 +215,39 @@ def detections_from_msg(msg: Any, labels: Optional[Mapping[int, str]] = None) ->
                 y0, x0 = int(det.mask_y), int(det.mask_x)
                 window = masks[i, y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]]
                 window[...] = crop[: window.shape[0], : window.shape[1]]
-    return Detections(xyxy, score, class_id, table, masks, keypoints)
+    return Detections(xyxy, score, class_id, table, masks, keypoints, keypoint_scores, keypoint_schema)
+
+
+def _keypoints_from_msgs(items: List[Any]) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """``(keypoints (N, K, 2), scores (N, K))`` of ``Detection`` messages (see :func:`detections_from_msg`)."""
+    pairs = {len(d.keypoints) // 2 for d in items} - {0}
+    if len(pairs) != 1:
+        return None, None
+    (k,) = pairs
+    keypoints = np.full((len(items), k, 2), np.nan, np.float32)
+    scores = np.zeros((len(items), k), np.float32)
+    scored = True
+    for i, det in enumerate(items):
+        if len(det.keypoints):
+            keypoints[i] = np.asarray(det.keypoints, np.float32).reshape(k, 2)
+            if len(det.keypoint_scores) == k:
+                scores[i] = np.asarray(det.keypoint_scores, np.float32)
+            else:
+                scored = False
+    return keypoints, scores if scored else None
 
 
 def labels_from_msg(msg: Any) -> Dict[int, str]:
     """A ``LabelTable`` message as ``{class id: name}``."""
     return {int(i): str(n) for i, n in zip(msg.class_ids, msg.class_names)}
+
+
+def keypoint_schema_from_msg(msg: Any) -> Optional[KeypointSchema]:
+    """The keypoint names and skeleton of a ``LabelTable`` message, None when it names no keypoints."""
+    if not len(msg.keypoint_names):
+        return None
+    edges = np.asarray(msg.skeleton, np.int64).reshape(-1, 2)
+    return KeypointSchema(tuple(str(n) for n in msg.keypoint_names), tuple((int(a), int(b)) for a, b in edges))
 
 
 # -- building ------------------------------------------------------------------------------------
@@ -395,6 +430,7 @@ def detections_to_msg(
     types = types or genpy_types()
     names = detections.class_names
     no_keypoints = types.float32_field(np.zeros(0, np.float32))
+    has_keypoints = detections.has_keypoints
     items = []
     for i in range(len(detections)):
         box = detections.xyxy[i]
@@ -411,9 +447,11 @@ def detections_to_msg(
                 step=0,
                 data=types.uint8_field(np.zeros(0, np.uint8)),
             )
-        keypoints = (
-            no_keypoints if detections.keypoints is None else types.float32_field(detections.keypoints[i].reshape(-1))
-        )
+        keypoints = keypoint_scores = no_keypoints
+        if has_keypoints[i]:
+            keypoints = types.float32_field(detections.keypoints[i].reshape(-1))
+            if detections.keypoint_scores is not None:
+                keypoint_scores = types.float32_field(detections.keypoint_scores[i])
         items.append(
             types.detection(
                 class_id=int(detections.class_id[i]),
@@ -424,6 +462,7 @@ def detections_to_msg(
                 x_max=float(box[2]),
                 y_max=float(box[3]),
                 keypoints=keypoints,
+                keypoint_scores=keypoint_scores,
                 mask_x=mask_x,
                 mask_y=mask_y,
                 mask=mask,
@@ -434,10 +473,21 @@ def detections_to_msg(
     )
 
 
-def label_table_msg(labels: Mapping[int, str], model: str, types: Optional[MessageTypes] = None) -> Any:
-    """The model's ``{id: name}`` table as a ``LabelTable`` message, ids ascending."""
+def label_table_msg(
+    labels: Mapping[int, str],
+    model: str,
+    types: Optional[MessageTypes] = None,
+    keypoint_schema: Optional[KeypointSchema] = None,
+) -> Any:
+    """The model's ``{id: name}`` table as a ``LabelTable`` message, ids ascending, with its keypoint names."""
     types = types or genpy_types()
     ids = sorted(int(k) for k in labels)
+    names: List[str] = [] if keypoint_schema is None else list(keypoint_schema.names)
+    edges = [] if keypoint_schema is None else [end for edge in keypoint_schema.skeleton for end in edge]
     return types.label_table(
-        model=model, class_ids=types.int32_field(np.asarray(ids, np.int32)), class_names=[str(labels[k]) for k in ids]
+        model=model,
+        class_ids=types.int32_field(np.asarray(ids, np.int32)),
+        class_names=[str(labels[k]) for k in ids],
+        keypoint_names=names,
+        skeleton=types.int32_field(np.asarray(edges, np.int32)),
     )

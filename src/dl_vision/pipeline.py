@@ -8,13 +8,19 @@ in input-image pixels)::
     detections = detector(image_bgr)         # Detections, boxes in image_bgr's pixels
     detector.options.score_threshold = 0.7   # takes effect on the next call
     print(detector.timings)                  # {"preprocess": 0.4, "inference": 5.1, "postprocess": 0.2}
+
+A cascade spec (``task: cascade``) loads through the same calls: ``Detector.from_spec`` gives a
+:class:`~dl_vision.cascade.Cascade`, ``Segmenter.from_spec`` a
+:class:`~dl_vision.cascade.CascadeSegmenter` (its instance masks as a class map), both with
+this module's interface.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple, Type, TypeVar, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 import numpy as np
 
@@ -23,10 +29,10 @@ from dl_vision.decoders import DecodeOptions, Decoder, create_decoder
 from dl_vision.errors import ConfigError, ModelError
 from dl_vision.geometry import ImageTransform
 from dl_vision.preprocess import Preprocessor
-from dl_vision.spec import ModelSpec, load_spec
-from dl_vision.structures import Detections, LabelTable, Segmentation
+from dl_vision.spec import CascadeSpec, ModelSpec, load_spec
+from dl_vision.structures import Detections, KeypointSchema, LabelTable, Segmentation
 
-SpecLike = Union[str, Path, ModelSpec]
+SpecLike = Union[str, Path, ModelSpec, CascadeSpec]
 _ModelT = TypeVar("_ModelT", bound="_Model")
 
 
@@ -58,15 +64,15 @@ class _Model:
         self.backend = backend
         self.decoder = decoder
         self.preprocessor = Preprocessor(spec.input, backend.inputs[0])
-        self.options: DecodeOptions = spec.thresholds.to_options()
+        self.options: DecodeOptions = dataclasses.replace(spec.thresholds)
         self.timings: Dict[str, float] = {}
 
     @classmethod
     def from_spec(cls: Type[_ModelT], spec: SpecLike, **runtime_overrides: Any) -> _ModelT:
-        """Load the model a spec names.
+        """Load the model a spec names (a cascade's models for a cascade spec: see the module docstring).
 
         Args:
-            spec: a spec name (``"face"``), a YAML path, or a :class:`ModelSpec`.
+            spec: a spec name (``"face"``), a YAML path, or a :class:`ModelSpec` / :class:`CascadeSpec`.
             **runtime_overrides: backend options that replace the spec's
                 ``runtime`` entries (e.g. ``threads=4``, ``providers=[...]``).
 
@@ -77,6 +83,11 @@ class _Model:
             BackendUnavailableError: the spec's runtime is not installed.
         """
         spec = load_spec(spec)
+        if isinstance(spec, CascadeSpec):
+            from dl_vision.cascade import Cascade, CascadeSegmenter
+
+            loader = Cascade if cls.task == "detection" else CascadeSegmenter
+            return loader.from_spec(spec, **runtime_overrides)  # type: ignore[return-value]
         cls._check_task(spec)  # before loading anything
         runtime = dict(spec.runtime)
         runtime.update(runtime_overrides)
@@ -98,6 +109,11 @@ class _Model:
     def labels(self) -> LabelTable:
         """``{class_id: name}`` of the model's classes."""
         return self.decoder.labels
+
+    @property
+    def keypoint_schema(self) -> Optional[KeypointSchema]:
+        """Names and skeleton of the keypoints the decoder gives, when it names them."""
+        return getattr(self.decoder, "keypoint_schema", None)
 
     @property
     def input_size(self) -> Tuple[int, int]:

@@ -65,7 +65,6 @@ class Preprocessor:
 
     def __init__(self, spec: InputSpec, tensor: TensorInfo) -> None:
         self.spec = spec
-        self.tensor = tensor
         shape = tensor.shape
         channels = 1 if spec.color == "gray" else 3
         if len(shape) != 4:
@@ -98,16 +97,15 @@ class Preprocessor:
             size = (int(hw[0]), int(hw[1]))
         self.size: Tuple[int, int] = (int(size[0]), int(size[1]))
         self.layout = layout
-        self.channels = channels
         self.dtype = tensor.dtype
         norm = spec.normalization
-        if norm.mean.size not in (1, channels) or norm.std.size not in (1, channels):
+        if len(norm.mean) not in (1, channels) or len(norm.std) not in (1, channels):
             raise ModelError(
                 "input.normalization has %d mean / %d std values for a %d-channel input"
-                % (norm.mean.size, norm.std.size, channels)
+                % (len(norm.mean), len(norm.std), channels)
             )
-        self._mean = norm.mean.reshape(1, 1, -1)
-        self._inv_std = (1.0 / norm.std).reshape(1, 1, -1).astype(np.float32)
+        self._mean = np.array(norm.mean, np.float32).reshape(1, 1, -1)
+        self._inv_std = (1.0 / np.array(norm.std, np.float32)).reshape(1, 1, -1)
         self._identity = bool(np.all(norm.mean == 0) and np.all(norm.std == 1))
         quant = tensor.quantization
         self._quant = quant if quant is not None and quant[0] else None

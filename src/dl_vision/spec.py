@@ -3,24 +3,31 @@
 A spec names the model file, its runtime format, how an image becomes the input
 tensor, which decoder turns the outputs into results, the class names and the
 default thresholds. Swapping in another model means writing another spec; no
-code changes. Example (``config/models/face.yaml``)::
+code changes. The shipped ``config/models/face.yaml``, with the choices each field has::
 
     name: face
-    task: detection            # detection | segmentation
+    description: BlazeFace full-range face detector (MediaPipe), 6 keypoints per face
+    task: detection                     # detection | segmentation
     file: {asset: face_detection_full_range}   # or a path, relative to this file
-    format: tflite             # tflite | saved_model | keras | onnx | tensorrt
+    format: tflite                      # a registered backend: tflite | saved_model | keras | onnx | tensorrt
     input:
-      size: [192, 192]         # [height, width]; optional when the model's shape is static
-      resize: letterbox        # letterbox | stretch
-      color: rgb               # rgb | bgr | gray
-      layout: nhwc             # nhwc | nchw | auto
-      normalization: {scale: 1/127.5, offset: -1.0}   # x * scale + offset, x in 0..255
+      size: [192, 192]                  # [height, width]; optional when the model's shape is static
+      resize: letterbox                 # letterbox | stretch
+      color: rgb                        # rgb | bgr | gray
+      normalization: symmetric          # none | unit | symmetric | imagenet | {scale, offset} | {mean, std}
     decoder:
-      type: ssd_anchors
-      params: {...}            # the decoder's keyword arguments
-    labels: [face]             # list, {id: name} map, or a file (one name a line, or YAML)
+      type: ssd_anchors                 # a registered decoder
+      params: {strides: [4], ...}       # the decoder's keyword arguments
+    labels: [face]                      # list, {id: name} map, or a file (one name a line, or YAML)
     thresholds: {score: 0.6, nms_iou: 0.3, max_detections: 100}
-    runtime: {threads: 2}      # keyword arguments of the backend (threads, providers, ...)
+
+``input`` also takes ``layout`` (auto | nhwc | nchw) and ``pad_value`` (letterbox fill,
+0..255); ``thresholds`` also takes ``class_agnostic_nms`` and ``mask_threshold``; ``runtime``
+(e.g. ``{threads: 2}``) holds keyword arguments of the backend.
+
+A cascade (``task: cascade``, :class:`CascadeSpec`) names no model file of its own: it names a
+detection spec whose detections of chosen classes are cropped and given to second-stage specs
+(see :mod:`dl_vision.cascade` and ``config/models/person_pose.yaml``).
 
 Every error names the spec file and the field: ``face.yaml: input.size:
 expected [height, width] of positive integers, found [192]``.
@@ -28,20 +35,21 @@ expected [height, width] of positive integers, found [192]``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import yaml
 
+from dl_vision.backends import BACKENDS
 from dl_vision.decoders.base import DecodeOptions
 from dl_vision.errors import AssetError, ConfigError, ModelError
 from dl_vision.structures import LabelTable
 
-#: The runtime formats a spec may name (see :mod:`dl_vision.backends`).
-FORMATS = ("tflite", "saved_model", "keras", "onnx", "tensorrt")
 TASKS = ("detection", "segmentation")
+#: What a cascade's second stage adds to each detection it runs on.
+ATTACHMENTS = ("keypoints", "mask")
 RESIZE_MODES = ("letterbox", "stretch")
 COLORS = ("rgb", "bgr", "gray")
 LAYOUTS = ("auto", "nhwc", "nchw")
@@ -56,8 +64,17 @@ NORMALIZATION_PRESETS: Dict[str, Tuple[float, float]] = {
 MODEL_PATH_ENV = "DL_VISION_MODEL_PATH"
 
 _TOP_FIELDS = ("name", "task", "file", "format", "input", "decoder", "labels", "thresholds", "runtime", "description")
+_CASCADE_FIELDS = ("name", "task", "description", "detector", "second_stages")
+_STAGE_FIELDS = ("model", "classes", "attach", "margin", "square", "max_per_frame", "score")
 _INPUT_FIELDS = ("size", "resize", "color", "layout", "normalization", "pad_value")
-_THRESHOLD_FIELDS = ("score", "nms_iou", "max_detections", "class_agnostic_nms", "mask_threshold")
+#: ``thresholds:`` keys and the :class:`DecodeOptions` fields they set.
+_THRESHOLD_FIELDS = {
+    "score": "score_threshold",
+    "nms_iou": "nms_iou",
+    "max_detections": "max_detections",
+    "class_agnostic_nms": "class_agnostic_nms",
+    "mask_threshold": "mask_threshold",
+}
 
 
 def _spec_error(source: str, field: str, message: str) -> ConfigError:
@@ -104,6 +121,7 @@ def _mapping(source: str, field: str, value: Any, allowed: Optional[Sequence[str
     return dict(value)
 
 
+@dataclasses.dataclass
 class Normalization:
     """Per-channel affine map from 0..255 pixels to model values: ``(x - mean) / std``.
 
@@ -112,15 +130,16 @@ class Normalization:
     (``none``, ``unit``, ``symmetric``, ``imagenet``).
 
     Attributes:
-        mean: (C,) float32 subtracted from each channel.
-        std: (C,) float32 divisor of each channel.
+        mean: one value for every channel, or one per channel, subtracted.
+        std: one value for every channel, or one per channel, the divisor.
     """
 
-    __slots__ = ("mean", "std")
+    mean: Tuple[float, ...] = (0.0,)
+    std: Tuple[float, ...] = (1.0,)
 
-    def __init__(self, mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,)) -> None:
-        self.mean = np.asarray(mean, dtype=np.float32).reshape(-1)
-        self.std = np.asarray(std, dtype=np.float32).reshape(-1)
+    def __post_init__(self) -> None:
+        self.mean = tuple(float(v) for v in self.mean)
+        self.std = tuple(float(v) for v in self.std)
 
     @classmethod
     def from_scale_offset(cls, scale: float, offset: float) -> "Normalization":
@@ -163,10 +182,8 @@ class Normalization:
             raise _spec_error(source, field + ".scale", "expected a non-zero number, found 0")
         return cls.from_scale_offset(scale, _number(source, field + ".offset", fields.get("offset", 0.0)))
 
-    def __repr__(self) -> str:
-        return "Normalization(mean=%s, std=%s)" % (self.mean.tolist(), self.std.tolist())
 
-
+@dataclasses.dataclass
 class InputSpec:
     """How an image becomes the model's input tensor.
 
@@ -179,23 +196,12 @@ class InputSpec:
         pad_value: 0..255 value of letterbox padding (before normalisation).
     """
 
-    __slots__ = ("size", "resize", "color", "layout", "normalization", "pad_value")
-
-    def __init__(
-        self,
-        size: Optional[Tuple[int, int]] = None,
-        resize: str = "letterbox",
-        color: str = "rgb",
-        layout: str = "auto",
-        normalization: Optional[Normalization] = None,
-        pad_value: int = 0,
-    ) -> None:
-        self.size = None if size is None else (int(size[0]), int(size[1]))
-        self.resize = resize
-        self.color = color
-        self.layout = layout
-        self.normalization = normalization or Normalization()
-        self.pad_value = int(pad_value)
+    size: Optional[Tuple[int, int]] = None
+    resize: str = "letterbox"
+    color: str = "rgb"
+    layout: str = "auto"
+    normalization: Normalization = dataclasses.field(default_factory=Normalization)
+    pad_value: int = 0
 
     @classmethod
     def parse(cls, source: str, value: Any) -> "InputSpec":
@@ -216,7 +222,7 @@ class InputSpec:
         if isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad <= 255:
             raise _spec_error(source, "input.pad_value", "expected an integer in 0..255, found %r" % (pad,))
         return cls(
-            size=size,
+            size=None if size is None else (size[0], size[1]),
             resize=_choice(source, "input.resize", fields.get("resize", "letterbox"), RESIZE_MODES),
             color=_choice(source, "input.color", fields.get("color", "rgb"), COLORS),
             layout=_choice(source, "input.layout", fields.get("layout", "auto"), LAYOUTS),
@@ -225,6 +231,7 @@ class InputSpec:
         )
 
 
+@dataclasses.dataclass
 class DecoderSpec:
     """Which decoder to use and its keyword arguments.
 
@@ -233,11 +240,8 @@ class DecoderSpec:
         params: keyword arguments for the decoder's constructor.
     """
 
-    __slots__ = ("type", "params")
-
-    def __init__(self, type: str, params: Optional[Dict[str, Any]] = None) -> None:  # noqa: A002 (spec field name)
-        self.type = type
-        self.params = dict(params or {})
+    type: str
+    params: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def parse(cls, source: str, value: Any) -> "DecoderSpec":
@@ -249,63 +253,30 @@ class DecoderSpec:
         return cls(fields["type"], _mapping(source, "decoder.params", fields.get("params")))
 
 
-class Thresholds:
-    """Default decode thresholds (a node may change them live).
-
-    Attributes:
-        score: minimum score kept, 0..1.
-        nms_iou: IoU above which NMS suppresses a box, 0..1.
-        max_detections: cap per image.
-        class_agnostic_nms: suppress across classes.
-        mask_threshold: foreground probability for masks and sigmoid segmenters.
-    """
-
-    __slots__ = _THRESHOLD_FIELDS
-
-    def __init__(
-        self,
-        score: float = 0.5,
-        nms_iou: float = 0.45,
-        max_detections: int = 100,
-        class_agnostic_nms: bool = False,
-        mask_threshold: float = 0.5,
-    ) -> None:
-        self.score = score
-        self.nms_iou = nms_iou
-        self.max_detections = max_detections
-        self.class_agnostic_nms = class_agnostic_nms
-        self.mask_threshold = mask_threshold
-
-    @classmethod
-    def parse(cls, source: str, value: Any) -> "Thresholds":
-        fields = _mapping(source, "thresholds", value, _THRESHOLD_FIELDS)
-        out = cls()
-        for key in ("score", "nms_iou", "mask_threshold"):
-            if key in fields:
-                number = _number(source, "thresholds." + key, fields[key])
-                if not 0.0 <= number <= 1.0:
-                    raise _spec_error(source, "thresholds." + key, "expected a value in [0, 1], found %r" % number)
-                setattr(out, key, number)
-        if "max_detections" in fields:
-            cap = fields["max_detections"]
-            if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-                raise _spec_error(source, "thresholds.max_detections", "expected a positive integer, found %r" % (cap,))
-            out.max_detections = cap
-        if "class_agnostic_nms" in fields:
-            if not isinstance(fields["class_agnostic_nms"], bool):
-                raise _spec_error(
-                    source,
-                    "thresholds.class_agnostic_nms",
-                    "expected true or false, found %r" % (fields["class_agnostic_nms"],),
-                )
-            out.class_agnostic_nms = fields["class_agnostic_nms"]
-        return out
-
-    def to_options(self) -> DecodeOptions:
-        """A fresh, mutable :class:`DecodeOptions` with these values."""
-        return DecodeOptions(
-            self.score, self.nms_iou, self.max_detections, self.class_agnostic_nms, self.mask_threshold
-        )
+def _parse_thresholds(source: str, value: Any) -> DecodeOptions:
+    """The ``thresholds:`` mapping as decode options; unset keys keep :class:`DecodeOptions`' defaults."""
+    fields = _mapping(source, "thresholds", value, tuple(_THRESHOLD_FIELDS))
+    values: Dict[str, Any] = {}
+    for key in ("score", "nms_iou", "mask_threshold"):
+        if key in fields:
+            number = _number(source, "thresholds." + key, fields[key])
+            if not 0.0 <= number <= 1.0:
+                raise _spec_error(source, "thresholds." + key, "expected a value in [0, 1], found %r" % number)
+            values[_THRESHOLD_FIELDS[key]] = number
+    if "max_detections" in fields:
+        cap = fields["max_detections"]
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise _spec_error(source, "thresholds.max_detections", "expected a positive integer, found %r" % (cap,))
+        values["max_detections"] = cap
+    if "class_agnostic_nms" in fields:
+        if not isinstance(fields["class_agnostic_nms"], bool):
+            raise _spec_error(
+                source,
+                "thresholds.class_agnostic_nms",
+                "expected true or false, found %r" % (fields["class_agnostic_nms"],),
+            )
+        values["class_agnostic_nms"] = fields["class_agnostic_nms"]
+    return DecodeOptions(**values)
 
 
 def _parse_labels(source: str, base: Path, value: Any) -> LabelTable:
@@ -341,51 +312,37 @@ def _parse_labels(source: str, base: Path, value: Any) -> LabelTable:
     raise _spec_error(source, "labels", "expected a list, an {id: name} map or a file name, found %r" % (value,))
 
 
+@dataclasses.dataclass
 class ModelSpec:
     """A parsed, validated model spec.
 
     Attributes:
         name: short model name (published in messages and logs).
         task: ``"detection"`` or ``"segmentation"``.
-        file: path of the model file, or None when it is an asset.
-        asset: asset key (see :mod:`dl_vision.assets`) when the file is fetched.
-        format: runtime format (one of :data:`FORMATS`).
+        format: runtime format (a name registered in :data:`dl_vision.backends.BACKENDS`).
         input: how images become input tensors.
         decoder: decoder type and parameters.
+        file: path of the model file, or None when it is an asset.
+        asset: asset key (see :mod:`dl_vision.assets`) when the file is fetched.
         labels: ``{class_id: name}``.
-        thresholds: default decode thresholds.
+        thresholds: default decode thresholds; a model works on its own copy.
         runtime: backend keyword arguments (``threads``, ``providers``, ...).
         source: where the spec came from (file path, or ``"<dict>"``).
         description: free text.
     """
 
-    def __init__(
-        self,
-        name: str,
-        task: str,
-        format: str,  # noqa: A002 (spec field name)
-        input: InputSpec,  # noqa: A002
-        decoder: DecoderSpec,
-        file: Optional[Path] = None,
-        asset: Optional[str] = None,
-        labels: Optional[LabelTable] = None,
-        thresholds: Optional[Thresholds] = None,
-        runtime: Optional[Dict[str, Any]] = None,
-        source: str = "<dict>",
-        description: str = "",
-    ) -> None:
-        self.name = name
-        self.task = task
-        self.file = file
-        self.asset = asset
-        self.format = format
-        self.input = input
-        self.decoder = decoder
-        self.labels = dict(labels or {})
-        self.thresholds = thresholds or Thresholds()
-        self.runtime = dict(runtime or {})
-        self.source = source
-        self.description = description
+    name: str
+    task: str
+    format: str
+    input: InputSpec
+    decoder: DecoderSpec
+    file: Optional[Path] = None
+    asset: Optional[str] = None
+    labels: LabelTable = dataclasses.field(default_factory=dict)
+    thresholds: DecodeOptions = dataclasses.field(default_factory=DecodeOptions)
+    runtime: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    source: str = "<dict>"
+    description: str = ""
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<dict>", base_dir: Optional[Path] = None) -> "ModelSpec":
@@ -408,7 +365,7 @@ class ModelSpec:
         if not isinstance(name, str):
             raise _spec_error(source, "name", "expected a string, found %r" % (name,))
         task = _choice(source, "task", fields["task"], TASKS)
-        fmt = _choice(source, "format", fields["format"], FORMATS)
+        fmt = _choice(source, "format", fields["format"], BACKENDS.names())
         file_value, path, asset = fields["file"], None, None
         if isinstance(file_value, Mapping):
             entry = _mapping(source, "file", file_value, ("asset",))
@@ -437,7 +394,7 @@ class ModelSpec:
             file=path,
             asset=asset,
             labels=_parse_labels(source, base, fields.get("labels")),
-            thresholds=Thresholds.parse(source, fields.get("thresholds")),
+            thresholds=_parse_thresholds(source, fields.get("thresholds")),
             runtime=runtime,
             source=source,
             description=str(description),
@@ -462,8 +419,133 @@ class ModelSpec:
             raise ModelError("%s: file: model file %s does not exist" % (self.source, self.file))
         return self.file
 
-    def __repr__(self) -> str:
-        return "ModelSpec(%r, task=%s, format=%s, decoder=%s)" % (self.name, self.task, self.format, self.decoder.type)
+
+@dataclasses.dataclass
+class SecondStageSpec:
+    """One second stage of a cascade: which detections it runs on, how they are cropped, what it adds.
+
+    Attributes:
+        model: the second model's spec (``detection`` for keypoints, ``segmentation`` for masks).
+        classes: first-stage class names whose detections it runs on.
+        attach: ``"keypoints"`` (the best detection's keypoints and scores in the crop) or
+            ``"mask"`` (the crop's pixels of the detection's class, or of any non-background
+            class when the segmenter does not name it, inside the detection's box).
+        margin: added on each side of the box, as a fraction of its width and height.
+        square: grow the crop's shorter side to a square (for models trained on square crops,
+            which letterbox would otherwise shrink).
+        max_per_frame: second-stage runs per frame at most; the largest boxes go first.
+        score: the second model's score threshold, or None to keep its spec's.
+    """
+
+    model: ModelSpec
+    classes: Tuple[str, ...]
+    attach: str
+    margin: float = 0.1
+    square: bool = True
+    max_per_frame: int = 10
+    score: Optional[float] = None
+
+
+@dataclasses.dataclass
+class CascadeSpec:
+    """A parsed, validated two-stage model: a detector, then second stages on chosen detections.
+
+    Attributes:
+        name: short model name (published in messages and logs).
+        detector: the first stage's spec (``task: detection``).
+        second_stages: what runs on the crops; at most one attaches keypoints.
+        source: where the spec came from.
+        description: free text.
+        task: always ``"cascade"``.
+    """
+
+    name: str
+    detector: ModelSpec
+    second_stages: List[SecondStageSpec]
+    source: str = "<dict>"
+    description: str = ""
+    task: str = "cascade"
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<dict>", base_dir: Optional[Path] = None) -> "CascadeSpec":
+        """Validate a cascade mapping (as loaded from YAML); the specs it names are loaded too.
+
+        Raises:
+            ConfigError: naming the source and the offending field.
+        """
+        base = base_dir or Path.cwd()
+        fields = _mapping(source, "", data, _CASCADE_FIELDS)
+        for required in ("name", "detector", "second_stages"):
+            if fields.get(required) in (None, "", []):
+                raise _spec_error(source, required, "required field is missing")
+        if not isinstance(fields["name"], str):
+            raise _spec_error(source, "name", "expected a string, found %r" % (fields["name"],))
+        detector = _stage_spec(source, "detector", fields["detector"], base, "detection")
+        if not isinstance(fields["second_stages"], list):
+            raise _spec_error(
+                source, "second_stages", "expected a list of stages, found %r" % (fields["second_stages"],)
+            )
+        stages = [
+            _second_stage(source, "second_stages[%d]" % i, value, base, detector)
+            for i, value in enumerate(fields["second_stages"])
+        ]
+        if sum(stage.attach == "keypoints" for stage in stages) > 1:
+            raise _spec_error(source, "second_stages", "expected at most one stage that attaches keypoints, found more")
+        return cls(
+            name=fields["name"],
+            detector=detector,
+            second_stages=stages,
+            source=source,
+            description=str(fields.get("description") or ""),
+        )
+
+
+def _stage_spec(source: str, field: str, value: Any, base: Path, task: str) -> ModelSpec:
+    """The spec a cascade names (a name, or a path relative to the cascade's file), of the given task."""
+    if not isinstance(value, str) or not value:
+        raise _spec_error(source, field, "expected a model spec name or path, found %r" % (value,))
+    path = Path(os.path.expanduser(value))
+    if not path.is_absolute() and (path.suffix.lower() in (".yaml", ".yml") or "/" in value):
+        value = str(base / path)
+    try:
+        spec = load_spec(value, allow_cascade=False)
+    except ConfigError as err:
+        raise _spec_error(source, field, str(err)) from err
+    if spec.task != task:
+        raise _spec_error(source, field, "expected a %s spec, found %s (task %s)" % (task, value, spec.task))
+    assert isinstance(spec, ModelSpec)
+    return spec
+
+
+def _second_stage(source: str, field: str, value: Any, base: Path, detector: ModelSpec) -> SecondStageSpec:
+    fields = _mapping(source, field, value, _STAGE_FIELDS)
+    attach = _choice(source, field + ".attach", fields.get("attach"), ATTACHMENTS)
+    model = _stage_spec(
+        source, field + ".model", fields.get("model"), base, "detection" if attach == "keypoints" else "segmentation"
+    )
+    classes = fields.get("classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise _spec_error(source, field + ".classes", "expected a list of class names, found %r" % (classes,))
+    unknown = [c for c in classes if c not in detector.labels.values()]
+    if unknown:
+        raise _spec_error(
+            source, field + ".classes", "expected classes of the detector %s, found %s" % (detector.name, unknown)
+        )
+    margin = _number(source, field + ".margin", fields.get("margin", 0.1))
+    if not 0.0 <= margin <= 2.0:
+        raise _spec_error(source, field + ".margin", "expected a fraction of the box in [0, 2], found %r" % margin)
+    square = fields.get("square", True)
+    if not isinstance(square, bool):
+        raise _spec_error(source, field + ".square", "expected true or false, found %r" % (square,))
+    cap = fields.get("max_per_frame", 10)
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+        raise _spec_error(source, field + ".max_per_frame", "expected a positive integer, found %r" % (cap,))
+    score = fields.get("score")
+    if score is not None:
+        score = _number(source, field + ".score", score)
+        if not 0.0 <= score <= 1.0:
+            raise _spec_error(source, field + ".score", "expected a value in [0, 1], found %r" % score)
+    return SecondStageSpec(model, tuple(classes), attach, margin, square, cap, score)
 
 
 def spec_search_path() -> List[Path]:
@@ -513,13 +595,23 @@ def resolve_spec_path(name_or_path: Union[str, Path]) -> Path:
     )
 
 
-def load_spec(name_or_path: Union[str, Path, ModelSpec]) -> ModelSpec:
+AnySpec = Union[ModelSpec, CascadeSpec]
+
+
+def load_spec(name_or_path: Union[str, Path, ModelSpec, CascadeSpec], allow_cascade: bool = True) -> AnySpec:
     """Load and validate a spec by name (``"face"``) or YAML path.
+
+    Args:
+        name_or_path: a spec name, a YAML path, or a spec (returned as it is).
+        allow_cascade: False refuses a cascade (a cascade's stages are single models).
+
+    Returns:
+        A :class:`ModelSpec`, or a :class:`CascadeSpec` for ``task: cascade``.
 
     Raises:
         ConfigError: the file is missing, not YAML, or a field is invalid.
     """
-    if isinstance(name_or_path, ModelSpec):
+    if isinstance(name_or_path, (ModelSpec, CascadeSpec)):
         return name_or_path
     path = resolve_spec_path(name_or_path)
     try:
@@ -529,4 +621,8 @@ def load_spec(name_or_path: Union[str, Path, ModelSpec]) -> ModelSpec:
     except yaml.YAMLError as err:
         detail = " ".join(str(err).split())
         raise ConfigError("%s: not valid YAML: %s" % (path, detail)) from err
+    if isinstance(data, Mapping) and str(data.get("task")).lower() == "cascade":
+        if not allow_cascade:
+            raise ConfigError("%s: expected a single model, found a cascade (task: cascade)" % path)
+        return CascadeSpec.from_dict(data, source=str(path), base_dir=path.parent)
     return ModelSpec.from_dict(data, source=str(path), base_dir=path.parent)

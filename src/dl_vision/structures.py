@@ -4,12 +4,14 @@ Coordinate convention (used everywhere in dl_vision): boxes are ``xyxy`` =
 ``(x_min, y_min, x_max, y_max)`` in pixels of the *input image* (the image the
 caller passed in, before any resize or letterbox), float32, x to the right and y
 down, with the origin at the top-left corner of the top-left pixel. A box that
-covers exactly pixel column 0 spans x in [0, 1). Keypoints use the same frame.
+covers exactly pixel column 0 spans x in [0, 1). Keypoints use the same frame; a detection
+without keypoints among others that have them (a cascade's detections of other classes) has NaN
+keypoints with score 0.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -32,6 +34,39 @@ def class_name(labels: Mapping[int, str], class_id: int) -> str:
     return labels.get(int(class_id), str(int(class_id)))
 
 
+class KeypointSchema(NamedTuple):
+    """What a model's K keypoints are: their names and the edges drawn between them.
+
+    Attributes:
+        names: the K keypoint names, in the model's order (``nose``, ``left_eye``, ...).
+        skeleton: edges as pairs of indices into ``names``.
+    """
+
+    names: Tuple[str, ...]
+    skeleton: Tuple[Tuple[int, int], ...] = ()
+
+    @classmethod
+    def from_names(cls, names: Optional[Sequence[str]], edges: Sequence[Sequence[str]] = ()) -> "KeypointSchema":
+        """Build from keypoint names and edges given as pairs of names.
+
+        Raises:
+            ConfigError: no names, repeated names, or an edge that is not two known names.
+        """
+        if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+            raise ConfigError("keypoint_names: expected a list of names, found %r" % (names,))
+        if len(set(names)) != len(names):
+            raise ConfigError("keypoint_names: expected distinct names, found %r" % (names,))
+        index = {name: i for i, name in enumerate(names)}
+        skeleton = []
+        for edge in edges:
+            if not isinstance(edge, (list, tuple)) or len(edge) != 2 or any(end not in index for end in edge):
+                raise ConfigError(
+                    "skeleton: expected pairs of keypoint names (%s), found %r" % (", ".join(names), edge)
+                )
+            skeleton.append((index[edge[0]], index[edge[1]]))
+        return cls(tuple(names), tuple(skeleton))
+
+
 class Detections:
     """N detections in input-image pixels.
 
@@ -42,9 +77,12 @@ class Detections:
         labels: ``{class_id: name}`` table of the model that produced them.
         masks: optional (N, H, W) bool instance masks, H x W = input image size.
         keypoints: optional (N, K, 2) float32 ``(x, y)`` pixels.
+        keypoint_scores: optional (N, K) float32 confidence of each keypoint in [0, 1]
+            (only with ``keypoints``).
+        keypoint_schema: optional names and skeleton of the K keypoints (only with ``keypoints``).
     """
 
-    __slots__ = ("xyxy", "score", "class_id", "labels", "masks", "keypoints")
+    __slots__ = ("xyxy", "score", "class_id", "labels", "masks", "keypoints", "keypoint_scores", "keypoint_schema")
 
     def __init__(
         self,
@@ -54,6 +92,8 @@ class Detections:
         labels: Union[None, Sequence[str], Mapping[int, str]] = None,
         masks: Optional[np.ndarray] = None,
         keypoints: Optional[np.ndarray] = None,
+        keypoint_scores: Optional[np.ndarray] = None,
+        keypoint_schema: Optional[KeypointSchema] = None,
     ) -> None:
         xyxy = np.asarray(xyxy, dtype=np.float32)
         if xyxy.size == 0:
@@ -79,12 +119,31 @@ class Detections:
             keypoints = np.asarray(keypoints, dtype=np.float32)
             if keypoints.ndim != 3 or keypoints.shape[0] != n or keypoints.shape[2] != 2:
                 raise ConfigError("Detections.keypoints: expected shape (%d, K, 2), found %s" % (n, keypoints.shape))
+        if keypoint_scores is not None:
+            keypoint_scores = np.asarray(keypoint_scores, dtype=np.float32)
+            if keypoints is None:
+                raise ConfigError("Detections.keypoint_scores: expected keypoints beside them, found none")
+            if keypoint_scores.shape != keypoints.shape[:2]:
+                raise ConfigError(
+                    "Detections.keypoint_scores: expected shape %s (one per keypoint), found %s"
+                    % (keypoints.shape[:2], keypoint_scores.shape)
+                )
+        if keypoint_schema is not None:
+            if keypoints is None:
+                raise ConfigError("Detections.keypoint_schema: expected keypoints beside it, found none")
+            if len(keypoint_schema.names) != keypoints.shape[1]:
+                raise ConfigError(
+                    "Detections.keypoint_schema: expected %d names (one per keypoint), found %d"
+                    % (keypoints.shape[1], len(keypoint_schema.names))
+                )
         self.xyxy = xyxy
         self.score = score
         self.class_id = class_id
         self.labels = make_label_table(labels)
         self.masks = masks
         self.keypoints = keypoints
+        self.keypoint_scores = keypoint_scores
+        self.keypoint_schema = keypoint_schema
 
     @classmethod
     def empty(cls, labels: Union[None, Sequence[str], Mapping[int, str]] = None) -> "Detections":
@@ -93,10 +152,6 @@ class Detections:
 
     def __len__(self) -> int:
         return int(self.xyxy.shape[0])
-
-    def is_empty(self) -> bool:
-        """True when there are no detections."""
-        return len(self) == 0
 
     def __getitem__(self, index: Union[np.ndarray, slice, Sequence[int], int]) -> "Detections":
         """Select detections by boolean mask, index array, slice or single index."""
@@ -109,7 +164,16 @@ class Detections:
             self.labels,
             None if self.masks is None else self.masks[index],
             None if self.keypoints is None else self.keypoints[index],
+            None if self.keypoint_scores is None else self.keypoint_scores[index],
+            self.keypoint_schema,
         )
+
+    @property
+    def has_keypoints(self) -> np.ndarray:
+        """(N,) bool: which detections carry keypoints (all False without keypoints)."""
+        if self.keypoints is None:
+            return np.zeros(len(self), bool)
+        return ~np.isnan(self.keypoints).all(axis=(1, 2))
 
     @property
     def class_names(self) -> List[str]:
@@ -127,26 +191,6 @@ class Detections:
                     [str(int(c)) in wanted or n in wanted for c, n in zip(self.class_id, names)], dtype=bool
                 ).reshape(-1)
         return self[keep]
-
-    @staticmethod
-    def concatenate(parts: Sequence["Detections"]) -> "Detections":
-        """Join several values that share one label table (masks and keypoints kept if all have them)."""
-        if not parts:
-            return Detections.empty()
-        masks = None
-        if all(p.masks is not None for p in parts):
-            masks = np.concatenate([p.masks for p in parts])
-        keypoints = None
-        if all(p.keypoints is not None for p in parts):
-            keypoints = np.concatenate([p.keypoints for p in parts])
-        return Detections(
-            np.concatenate([p.xyxy for p in parts]),
-            np.concatenate([p.score for p in parts]),
-            np.concatenate([p.class_id for p in parts]),
-            parts[0].labels,
-            masks,
-            keypoints,
-        )
 
     def __repr__(self) -> str:
         return "Detections(n=%d, classes=%s)" % (len(self), sorted(set(self.class_names)))
@@ -190,10 +234,6 @@ class Segmentation:
     def shape(self):
         """(H, W) of the input image."""
         return self.class_map.shape
-
-    def mask_of(self, class_id: int) -> np.ndarray:
-        """(H, W) bool mask of the pixels labelled ``class_id``."""
-        return self.class_map == class_id
 
     def __repr__(self) -> str:
         present = [class_name(self.labels, c) for c in np.unique(self.class_map)]

@@ -12,8 +12,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def activated_env() -> Path:
-    """The env prefix that bootstrap/activate.sh made active; skips outside it."""
+    """The env prefix that bootstrap/activate.sh made active; fails outside it (a broken setup is no skip)."""
     env = os.environ.get("VIRTUAL_ENV")
     if not env or not os.environ.get("ROS_PACKAGE_PATH"):
-        pytest.skip("needs the built workspace: run inside bootstrap/activate.sh (bash bootstrap/setup.sh test does)")
+        pytest.fail(
+            "needs the built workspace: run inside bootstrap/activate.sh (bash bootstrap/setup.sh test does)",
+            pytrace=False,
+        )
     return Path(env)

@@ -8,8 +8,6 @@ The live test needs the catkin workspace sourced (``roslaunch`` must find ``dl_v
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import cv2
@@ -135,15 +133,8 @@ def test_offline_face_model_finds_the_annotated_faces(sample):
     assert comparable(in_bag) == comparable(report)
 
 
-def _workspace_has_package() -> bool:
-    if shutil.which("roslaunch") is None or shutil.which("rospack") is None:
-        return False
-    return subprocess.run(["rospack", "find", "dl_vision"], capture_output=True).returncode == 0
-
-
-@pytest.mark.skipif(not _workspace_has_package(), reason="needs the catkin workspace sourced (roslaunch dl_vision)")
 @pytest.mark.parametrize("transport", ["raw", "compressed"])
-def test_live_agrees_with_offline_and_reports_latency(sample, tmp_path, transport):
+def test_live_agrees_with_offline_and_reports_latency(sample, tmp_path, transport, activated_env):
     from dl_vision.evaluation.live import LiveSettings, run_live
 
     bag, gt = sample
@@ -171,8 +162,7 @@ def test_live_agrees_with_offline_and_reports_latency(sample, tmp_path, transpor
     assert (tmp_path / "live" / "live_outputs.bag").is_file()
 
 
-@pytest.mark.skipif(not _workspace_has_package(), reason="needs the catkin workspace sourced (roslaunch dl_vision)")
-def test_live_segmentation_agrees_with_offline(sample, tmp_path):
+def test_live_segmentation_agrees_with_offline(sample, tmp_path, activated_env):
     from dl_vision.evaluation.live import LiveSettings, run_live
 
     bag = sample[0].parent / "segmentation.bag"

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Tuple
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-# A numpy that ROS's compiled modules (cv_bridge's boost module, Debian's cv2) were not built for.
-INCOMPATIBLE_NUMPY = "2.0.2"
+CACHE = Path(os.environ.get("DL_VISION_CACHE") or Path.home() / ".cache" / "dl_vision")
 
 pytestmark = pytest.mark.ros
 
@@ -33,28 +33,32 @@ def problem_lines(output: str, level: str = "error") -> list:
 
 
 @pytest.fixture(scope="module")
-def numpy2_dir() -> Path:
-    """A real numpy 2 wheel installed into a directory of its own (cached between runs)."""
-    cache = Path(os.environ.get("DL_VISION_CACHE", Path.home() / ".cache" / "dl_vision"))
-    target = cache / "test" / ("numpy-%s-py%d%d" % ((INCOMPATIBLE_NUMPY,) + sys.version_info[:2]))
+def numpy2() -> Tuple[str, Path]:
+    """A numpy that ROS's compiled modules (cv_bridge's boost module, Debian's cv2) were not built
+    for: the numpy 2 wheel ``setup.sh test`` caches, installed offline into a directory of its own
+    (kept in the cache between runs).
+
+    Returns:
+        The numpy version and the directory to put on ``PYTHONPATH``.
+    """
+    tag = "cp%d%d" % sys.version_info[:2]
+    wheels = sorted((CACHE / "wheels").glob("numpy-2.*-%s-*.whl" % tag))
+    if not wheels:
+        pytest.fail(
+            "expected a numpy 2 wheel for %s in %s: bash bootstrap/setup.sh test caches it" % (tag, CACHE / "wheels")
+        )
+    wheel = wheels[-1]
+    target = CACHE / "test" / wheel.stem
     if not (target / "numpy" / "__init__.py").is_file():
+        partial = target.with_name(target.name + ".part")
+        shutil.rmtree(str(partial), ignore_errors=True)
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "--no-deps",
-                "--only-binary=:all:",
-                "--target",
-                str(target),
-                "numpy==%s" % INCOMPATIBLE_NUMPY,
-            ],
+            [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-index", "--no-deps"]
+            + ["--target", str(partial), str(wheel)],
             check=True,
         )
-    return target
+        os.replace(str(partial), str(target))
+    return wheel.name.split("-")[1], target
 
 
 def test_doctor_passes_this_setup(activated_env: Path) -> None:
@@ -64,14 +68,15 @@ def test_doctor_passes_this_setup(activated_env: Path) -> None:
     assert "doctor: healthy" in result.stdout
 
 
-def test_doctor_names_a_shadowing_numpy(activated_env: Path, numpy2_dir: Path) -> None:
+def test_doctor_names_a_shadowing_numpy(activated_env: Path, numpy2: Tuple[str, Path]) -> None:
+    version, numpy2_dir = numpy2
     env = dict(os.environ, PYTHONPATH="%s:%s" % (numpy2_dir, os.environ.get("PYTHONPATH", "")))
     result = run_doctor(env)
     assert result.returncode == 1, result.stdout
     numpy_errors = [line for line in problem_lines(result.stdout) if line.startswith("error: numpy: ")]
     assert len(numpy_errors) == 1, result.stdout
     line = numpy_errors[0]
-    assert "numpy %s from %s" % (INCOMPATIBLE_NUMPY, numpy2_dir / "numpy") in line
+    assert "numpy %s from %s" % (version, numpy2_dir / "numpy") in line
     assert "Fix: remove %s from PYTHONPATH" % numpy2_dir in line
 
 

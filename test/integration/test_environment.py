@@ -1,8 +1,8 @@
 """bootstrap/activate.sh gives one interpreter that sees ROS and the deep-learning stack.
 
 Each shell starts like a fresh login whose first ``python3`` is foreign: a plain
-venv without ROS (made here, so it exists on every machine) or the pyenv shim
-where one is installed. Without activate.sh that python3 cannot import rospy;
+venv without ROS (made here, so it exists on every machine) or a pyenv shim (the
+real one where pyenv is installed, else a shim script made here). Without activate.sh that python3 cannot import rospy;
 after sourcing it, ``python3`` is the env's interpreter and imports rospy,
 cv_bridge and tensorflow.
 """
@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 import pytest
 
@@ -34,11 +34,16 @@ def foreign_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv / "bin"
 
 
-def _foreign_bins(foreign_venv: Path) -> List[Path]:
-    bins = [foreign_venv]
+@pytest.fixture(scope="module")
+def pyenv_shims(foreign_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """pyenv's shims where pyenv is installed, else a directory holding what a pyenv shim is:
+    a ``python3`` script that hands over to another interpreter (here the foreign venv's)."""
     if (PYENV_SHIMS / "python3").exists():
-        bins.append(PYENV_SHIMS)
-    return bins
+        return PYENV_SHIMS
+    shims = tmp_path_factory.mktemp("shims")
+    (shims / "python3").write_text('#!/usr/bin/env bash\nexec "%s" "$@"\n' % (foreign_venv / "python3"))
+    (shims / "python3").chmod(0o755)
+    return shims
 
 
 def login_env(first_on_path: Path, **extra: str) -> Dict[str, str]:
@@ -63,22 +68,20 @@ def bash(script: str, env: Dict[str, str]) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("which", ["venv", "pyenv"])
-def test_foreign_python3_cannot_import_rospy_without_activate(which: str, foreign_venv: Path) -> None:
-    bins = _foreign_bins(foreign_venv)
-    if which == "pyenv" and len(bins) < 2:
-        pytest.skip("no pyenv shims on this machine")
-    first = bins[0] if which == "venv" else bins[1]
+def test_foreign_python3_cannot_import_rospy_without_activate(
+    which: str, foreign_venv: Path, pyenv_shims: Path
+) -> None:
+    first = foreign_venv if which == "venv" else pyenv_shims
     result = bash('python3 -c "import rospy"', login_env(first))
     assert result.returncode != 0
     assert "No module named 'rospy'" in result.stderr
 
 
 @pytest.mark.parametrize("which", ["venv", "pyenv"])
-def test_activate_makes_python3_the_env_interpreter(which: str, foreign_venv: Path, activated_env: Path) -> None:
-    bins = _foreign_bins(foreign_venv)
-    if which == "pyenv" and len(bins) < 2:
-        pytest.skip("no pyenv shims on this machine")
-    first = bins[0] if which == "venv" else bins[1]
+def test_activate_makes_python3_the_env_interpreter(
+    which: str, foreign_venv: Path, pyenv_shims: Path, activated_env: Path
+) -> None:
+    first = foreign_venv if which == "venv" else pyenv_shims
     result = bash('set -u; source "%s" && python3 -c "%s"' % (ACTIVATE, IMPORT_ALL), login_env(first))
     assert result.returncode == 0, result.stderr[-3000:]
     assert Path(result.stdout.strip().splitlines()[-1]).resolve() == activated_env.resolve()

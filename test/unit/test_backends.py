@@ -11,19 +11,16 @@ import importlib.util
 import logging
 
 import numpy as np
+import onnx
 import pytest
 
 from dl_vision.backends.base import check_feeds
+from dl_vision.backends.onnxruntime import OnnxRuntimeBackend, select_providers
 from dl_vision.decoders.base import DecodeOptions
 from dl_vision.decoders.tf_od_api import TfOdApiDecoder
 from dl_vision.decoders.yolo import YoloDecoder
 from dl_vision.errors import BackendUnavailableError, ConfigError, ModelError
 from dl_vision.geometry import ImageTransform
-
-onnx = pytest.importorskip("onnx", reason="building test models needs the onnx package")
-pytest.importorskip("onnxruntime", reason="the ONNX backend needs onnxruntime")
-
-from dl_vision.backends.onnxruntime import OnnxRuntimeBackend, select_providers  # noqa: E402
 
 # YOLOv8-style head: 2 classes, 32 candidates; the model reshapes its (B, 3, 8, 8) input into (B, 6, 32).
 CLASSES, CANDIDATES, SIDE = 2, 32, 8
@@ -189,7 +186,9 @@ def test_check_feeds_accepts_dynamic_dimensions():
 
 @pytest.fixture(scope="module")
 def tf():
-    return pytest.importorskip("tensorflow", reason="the SavedModel/Keras backends need TensorFlow")
+    import tensorflow
+
+    return tensorflow
 
 
 @pytest.fixture(scope="module")
@@ -272,6 +271,8 @@ def test_keras_backend_runs_batches(keras_files, name):
 
     backend = KerasBackend(keras_files / name)
     assert [(i.name, i.shape) for i in backend.inputs] == [("image", (None, 4, 4, 1))]
+    # Keras 2 (TF 2.13, Python 3.8) reports tf.DType, Keras 3 a name: both become numpy dtypes.
+    assert [i.dtype for i in backend.inputs + backend.outputs] == [np.dtype(np.float32)] * 2
     assert backend.supports_batch
     batch = np.arange(3 * 16, dtype=np.float32).reshape(3, 4, 4, 1)
     (output,) = backend.run(batch).values()
@@ -309,27 +310,24 @@ def test_tensorrt_missing_is_a_clear_error(tmp_path):
 def test_tensorrt_rejects_other_files(tmp_path):
     from dl_vision.backends.tensorrt import TensorRTBackend
 
-    with pytest.raises(ModelError, match="expected a file ending in .engine/.plan/.trt"):
-        TensorRTBackend(tmp_path / "model.onnx")
+    with pytest.raises(ModelError, match=r"expected an engine file ending in .engine/.plan/.trt or an .onnx model"):
+        TensorRTBackend(tmp_path / "model.pt")
     with pytest.raises(ModelError, match="does not exist"):
         TensorRTBackend(tmp_path / "model.engine")
 
 
 def test_tensorrt_engine_from_the_yolov8_onnx(yolo_models, tmp_path):
     trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (Jetson / NVIDIA GPU only)")
+    from dl_vision.backends.cuda_memory import CudaDevice
     from dl_vision.backends.tensorrt import TensorRTBackend
+    from dl_vision.engines.build import BatchProfile, build_serialized_engine
 
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
-    parser = trt.OnnxParser(network, logger)
-    assert parser.parse(yolo_models["dynamic"].read_bytes())
-    config = builder.create_builder_config()
-    profile = builder.create_optimization_profile()
-    profile.set_shape("images", (1, 3, SIDE, SIDE), (2, 3, SIDE, SIDE), (4, 3, SIDE, SIDE))
-    config.add_optimization_profile(profile)
+    cuda = CudaDevice(0)
+    with cuda.activate():
+        data = build_serialized_engine(trt, yolo_models["dynamic"], "fp32", BatchProfile(1, 2, 4))
+    cuda.close()
     engine = tmp_path / "yolov8.engine"
-    engine.write_bytes(bytes(builder.build_serialized_network(network, config)))
+    engine.write_bytes(data)
     backend = TensorRTBackend(engine)
     assert backend.supports_batch
     batch = np.concatenate([_head_input(cx=30), _head_input(cx=40)])

@@ -6,24 +6,10 @@ import numpy as np
 import pytest
 
 from dl_vision.errors import EvaluationError
-from dl_vision.evaluation.confusion import ConfusionAccumulator, box_iou
+from dl_vision.evaluation.confusion import ConfusionAccumulator
 
 A = [0, 0, 10, 10]
 B = [100, 100, 110, 110]
-
-
-@pytest.mark.parametrize(
-    "a, b, iou",
-    [
-        (A, A, 1.0),
-        (A, [5, 0, 15, 10], 50 / 150),
-        (A, [0, 0, 5, 5], 25 / 100),
-        (A, B, 0.0),
-        ([0, 0, 0, 0], [0, 0, 0, 0], 0.0),  # empty union
-    ],
-)
-def test_box_iou(a, b, iou):
-    assert box_iou(np.array([a]), np.array([b]))[0, 0] == pytest.approx(iou)
 
 
 def test_planted_confusion_appears_off_diagonal():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dl_vision.backends import backend_class
+from dl_vision.backends import BACKENDS
 from dl_vision.decoders import create_decoder
 from dl_vision.spec import load_spec
 
@@ -19,7 +19,7 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "config" / "models" / "
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_spec_parses_and_builds_its_decoder(path):
     spec = load_spec(path)
-    assert backend_class(spec.format).runtime
+    assert BACKENDS.get(spec.format).runtime
     decoder = create_decoder(spec.decoder.type, spec.decoder.params, spec.labels)
     assert decoder.name == spec.decoder.type
 

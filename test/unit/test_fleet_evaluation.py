@@ -297,3 +297,33 @@ def test_ray_actors_ask_for_a_gpu_when_the_spec_runs_on_one(spec, runtime, gpu, 
     loaded.runtime.update(runtime)
     settings = ModelSettings(loaded)
     assert settings.uses_gpu() is gpu and settings.takes_runtime_option("threads") is threads
+
+
+def test_keypoints_travel_in_the_records_and_split_bags_score_them_like_one_pass(tmp_path):
+    names = ["nose", "left_eye", "right_eye"]
+    rng = np.random.default_rng(3)
+    images, anns = [], []
+    with BagWriter(tmp_path / "poses.bag") as writer:
+        for i in range(24):
+            stamp = START + i * PERIOD
+            box = BOX[0] + rng.integers(-15, 15, 4)
+            points = np.array([[60, 45], [52, 40], [68, 40]], np.float32) + rng.normal(0, 1, (3, 2))
+            pose = Detections(
+                [box + rng.normal(0, 2, 4)], [0.9], [0], {0: "person"}, keypoints=[points + rng.normal(0, 3, (3, 2))]
+            )
+            writer.write_image("/cam", stamp, np.zeros((120, 160, 3), np.uint8))
+            writer.write_detections("/pred", stamp, pose, 160, 120)
+            images.append({"id": i + 1, "width": 160, "height": 120, "ros_stamp_ns": stamp})
+            flat = [float(v) for p in points for v in (p[0], p[1], 2)]
+            bbox = [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])]
+            anns.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": bbox, "keypoints": flat})
+    gt = tmp_path / "poses.json"
+    categories = [{"id": 1, "name": "person", "keypoints": names}]
+    gt.write_text(json.dumps({"images": images, "annotations": anns, "categories": categories}))
+    truth = GroundTruthSource(gt)
+    predictions = RecordedPredictions(tmp_path / "poses.bag", "/pred", detection_labels={0: "person"})
+    one_pass = evaluate_bag(tmp_path / "poses.bag", "/cam", truth, predictions, progress=False)
+    run = fleet([BagInput(str(tmp_path / "poses.bag"), "/cam", truth, "poses")], predictions, shard_frames=5)
+    assert run.report.execution["shards"] == 5
+    assert scores(run.bag_reports["poses"]) == scores(one_pass)
+    assert one_pass.keypoints["objects"] == 24 and 0 < one_pass.keypoints["pck"]["0.2"] <= 1

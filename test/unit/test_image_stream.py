@@ -8,10 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-pytest.importorskip("dl_vision.msg", reason="generated messages need the catkin devel space (source devel/setup.bash)")
-
-from dl_vision.errors import AssetError, ConfigError  # noqa: E402
-from dl_vision.ros.image_stream import load_frames  # noqa: E402
+from dl_vision.errors import AssetError, ConfigError
+from dl_vision.ros.image_stream import load_frames
 
 
 def test_directory_files_and_assets_load_in_order(tmp_path: Path) -> None:

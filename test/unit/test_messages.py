@@ -15,7 +15,7 @@ import pytest
 from dl_vision import messages
 from dl_vision.errors import ImageConversionError
 from dl_vision.evaluation.bag_io import make_typestore
-from dl_vision.structures import Detections, Segmentation
+from dl_vision.structures import Detections, KeypointSchema, Segmentation
 
 RNG = np.random.default_rng(7)
 BGR = RNG.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
@@ -35,7 +35,8 @@ ENCODED = {
     "mono16": (HIGH_BYTE_GRAY, np.dstack([GRAY] * 3)),
     "16UC1": (HIGH_BYTE_GRAY, np.dstack([GRAY] * 3)),
 }
-FAMILIES = ("genpy", "rosbags")
+# genpy needs ROS (marker ros: the Python 3.8 run of the core deselects it); rosbags is pure Python.
+FAMILIES = (pytest.param("genpy", marks=pytest.mark.ros), "rosbags")
 _STORE = []
 
 
@@ -81,12 +82,14 @@ def test_raw_encodings_decode_to_bgr_honouring_step(family: str, encoding: str, 
     np.testing.assert_array_equal(image, expected)
 
 
+@pytest.mark.ros
 @pytest.mark.parametrize("encoding", ["mono16", "16UC1"])
 def test_16_bit_big_endian_uses_high_byte(encoding: str) -> None:
     message = raw_image(HIGH_BYTE_GRAY.astype(">u2"), encoding, "genpy", bigendian=True)
     np.testing.assert_array_equal(messages.image_to_bgr(message)[:, :, 1], GRAY)
 
 
+@pytest.mark.ros
 @pytest.mark.parametrize("encoding", sorted(ENCODED))
 @pytest.mark.parametrize("pad", [0, 3])
 def test_view_decoding_gives_the_same_pixels_and_shares_only_unpadded_bgr(encoding: str, pad: int) -> None:
@@ -99,6 +102,7 @@ def test_view_decoding_gives_the_same_pixels_and_shares_only_unpadded_bgr(encodi
     assert shares == (encoding in ("bgr8", "8UC3") and pad == 0)
 
 
+@pytest.mark.ros
 def test_decoded_image_does_not_alias_message_data() -> None:
     message = raw_image(BGR, "bgr8", "genpy")
     image = messages.image_to_bgr(message)
@@ -159,6 +163,7 @@ def _truncated_jpeg() -> bytes:
     return encoded.tobytes()[:20]
 
 
+@pytest.mark.ros
 @pytest.mark.parametrize(
     "case, data", [("empty", b""), ("text", b"definitely not an image"), ("truncated jpeg", _truncated_jpeg())]
 )
@@ -181,6 +186,7 @@ def test_bgr_and_mono_arrays_round_trip_through_messages(family: str) -> None:
         np.testing.assert_array_equal(decoded if array.ndim == 3 else decoded[:, :, 0], array)
 
 
+@pytest.mark.ros
 @pytest.mark.parametrize(
     "array",
     [np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 3), np.float32), np.zeros((0, 4, 3), np.uint8)],
@@ -204,6 +210,7 @@ def test_class_map_message_is_mono8_with_header_and_ids(family: str) -> None:
     np.testing.assert_array_equal(restored.class_map, class_map)
 
 
+@pytest.mark.ros
 def test_class_maps_must_be_single_channel_8_bit() -> None:
     message = messages.bgr_to_image_msg(BGR)
     with pytest.raises(ImageConversionError, match="class map encoding: expected one of mono8, 8UC1, found 'bgr8'"):
@@ -258,6 +265,7 @@ def test_detections_round_trip_through_detection_array(family: str, masks: str, 
         np.testing.assert_array_equal(restored.masks, original.masks)
 
 
+@pytest.mark.ros
 def test_empty_detections_make_an_empty_array_with_header() -> None:
     header = messages.make_header(frame_id="cam")
     message = messages.detections_to_msg(Detections.empty(LABELS), header, 640, 480, "face")
@@ -266,6 +274,7 @@ def test_empty_detections_make_an_empty_array_with_header() -> None:
     assert len(restored) == 0 and restored.labels == LABELS
 
 
+@pytest.mark.ros
 def test_genpy_detection_array_survives_serialisation() -> None:
     original = _detections("mixed", True)
     message = messages.detections_to_msg(original, messages.make_header(frame_id="cam"), 20, 14, "m")
@@ -284,3 +293,56 @@ def test_label_table_message_lists_ids_in_order(family: str) -> None:
     assert list(message.class_ids) == [0, 1, 3]
     assert list(message.class_names) == ["face", "hand", "person"]
     assert messages.labels_from_msg(message) == {0: "face", 1: "hand", 3: "person"}
+
+
+SCHEMA = KeypointSchema.from_names(["nose", "left_eye", "right_eye"], [["nose", "left_eye"], ["nose", "right_eye"]])
+
+
+def _posed(unposed: int) -> Detections:
+    """Three detections with 3 named, scored keypoints, of which detection ``unposed`` has none (NaN)."""
+    keypoints = RNG.uniform(0, 14, size=(3, 3, 2)).astype(np.float32)
+    scores = RNG.uniform(0, 1, size=(3, 3)).astype(np.float32)
+    keypoints[unposed], scores[unposed] = np.nan, 0.0
+    xyxy = np.array([[1, 1, 9, 9], [2, 2, 8, 8], [3, 3, 12, 12]], np.float32)
+    return Detections(xyxy, [0.9, 0.8, 0.7], [0, 3, 0], LABELS, None, keypoints, scores, SCHEMA)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("unposed", [0, 2])
+def test_keypoint_scores_and_detections_without_keypoints_round_trip(family: str, unposed: int) -> None:
+    types = types_of(family)
+    original = _posed(unposed)
+    message = messages.detections_to_msg(original, messages.make_header(types=types), 20, 14, "pose", types)
+    assert len(message.detections[unposed].keypoints) == 0 and len(message.detections[unposed].keypoint_scores) == 0
+    posed = message.detections[1]
+    assert len(posed.keypoints) == 6 and len(posed.keypoint_scores) == 3
+    table = messages.label_table_msg(LABELS, "pose", types, SCHEMA)
+    schema = messages.keypoint_schema_from_msg(table)
+    assert schema == SCHEMA
+    restored = messages.detections_from_msg(message, messages.labels_from_msg(table), schema)
+    np.testing.assert_array_equal(restored.has_keypoints, original.has_keypoints)
+    np.testing.assert_allclose(restored.keypoints, original.keypoints)  # NaN where none, in both
+    np.testing.assert_allclose(restored.keypoint_scores, original.keypoint_scores)
+    assert restored.keypoint_schema == SCHEMA
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_label_tables_without_keypoints_name_none(family: str) -> None:
+    table = messages.label_table_msg(LABELS, "face", types_of(family))
+    assert list(table.keypoint_names) == [] and len(table.skeleton) == 0
+    assert messages.keypoint_schema_from_msg(table) is None
+
+
+def test_genpy_keypoints_and_their_names_survive_serialisation() -> None:
+    original = _posed(1)
+    message = messages.detections_to_msg(original, messages.make_header(frame_id="cam"), 20, 14, "m")
+    table = messages.label_table_msg(LABELS, "m", keypoint_schema=SCHEMA)
+    wires = []
+    for msg in (message, table):
+        buffer = io.BytesIO()
+        msg.serialize(buffer)
+        wires.append(type(msg)().deserialize(buffer.getvalue()))
+    restored = messages.detections_from_msg(wires[0], None, messages.keypoint_schema_from_msg(wires[1]))
+    np.testing.assert_allclose(restored.keypoints, original.keypoints)
+    np.testing.assert_allclose(restored.keypoint_scores, original.keypoint_scores, atol=1e-7)
+    assert restored.keypoint_schema == SCHEMA

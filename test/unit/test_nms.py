@@ -7,8 +7,9 @@ import re
 import numpy as np
 import pytest
 
-from dl_vision.decoders.nms import box_area, box_iou, nms, weighted_nms
+from dl_vision.decoders.nms import nms, weighted_nms
 from dl_vision.errors import ConfigError
+from dl_vision.geometry import box_iou
 
 
 def _greedy_reference(boxes, scores, iou_threshold, classes=None):
@@ -19,37 +20,6 @@ def _greedy_reference(boxes, scores, iou_threshold, classes=None):
         if not rivals or box_iou(boxes[i : i + 1], boxes[rivals]).max() <= iou_threshold:
             kept.append(i)
     return kept
-
-
-def test_box_area_clamps_inverted_boxes_to_zero():
-    areas = box_area(np.array([[0, 0, 10, 5], [5, 5, 2, 9]], np.float32))
-    np.testing.assert_allclose(areas, [50.0, 0.0])
-
-
-@pytest.mark.parametrize(
-    "b, expected",
-    [
-        ([5, 0, 15, 10], 50.0 / 150.0),  # half overlap in x
-        ([0, 0, 10, 10], 1.0),  # identical
-        ([2, 2, 4, 4], 4.0 / 100.0),  # contained
-        ([10, 0, 20, 10], 0.0),  # touching edges only
-        ([20, 20, 30, 30], 0.0),  # disjoint
-    ],
-)
-def test_box_iou_hand_computed(b, expected):
-    iou = box_iou(np.array([[0, 0, 10, 10]], np.float32), np.array([b], np.float32))
-    assert iou.shape == (1, 1)
-    assert iou[0, 0] == pytest.approx(expected, abs=1e-6)
-
-
-def test_box_iou_of_empty_boxes_is_zero_not_nan():
-    empty = np.array([[3, 3, 3, 3]], np.float32)
-    assert box_iou(empty, empty)[0, 0] == 0.0
-
-
-def test_box_iou_matrix_shape():
-    assert box_iou(np.zeros((3, 4)), np.zeros((5, 4))).shape == (3, 5)
-    assert box_iou(np.zeros((0, 4)), np.zeros((5, 4))).shape == (0, 5)
 
 
 def test_nms_drops_the_weaker_overlapping_box():

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from dl_vision import assets
-from dl_vision.decoders.nms import box_iou
 from dl_vision.errors import ConfigError, ImageConversionError
+from dl_vision.geometry import box_iou
 from dl_vision.pipeline import Detector, Segmenter
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -89,7 +89,7 @@ def test_segmenter_marks_the_astronaut_as_person(astronaut, person):
     segmentation = person(astronaut)
     assert segmentation.class_map.shape == astronaut.shape[:2]
     assert segmentation.labels == {0: "background", 1: "person"}
-    predicted = segmentation.mask_of(1)
+    predicted = segmentation.class_map == 1
     reference, void = _person_reference()
     counted = ~void
     iou = (predicted & reference & counted).sum() / ((predicted | reference) & counted).sum()

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
 
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
-
-from onnx import TensorProto, helper  # noqa: E402
-
-from dl_vision.pipeline import Segmenter  # noqa: E402
-from dl_vision.spec import ModelSpec  # noqa: E402
+from dl_vision.pipeline import Segmenter
+from dl_vision.spec import ModelSpec
 
 
 @pytest.fixture()

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from dl_vision import assets
+from dl_vision.decoders import DecodeOptions
 from dl_vision.errors import ConfigError, ModelError
 from dl_vision.pipeline import Detector, Segmenter
 from dl_vision.spec import MODEL_PATH_ENV, ModelSpec, available_specs, load_spec
@@ -91,13 +92,19 @@ BUILD_ERRORS = [
         "unknown decoder parameter",
         _with(decoder={"type": "ssd_anchors", "params": {"stride": 4}}),
         ConfigError,
-        "decoder.params.stride: not a parameter of decoder ssd_anchors",
+        "decoder.params.stride: not an option of decoder ssd_anchors",
     ),
     (
         "bad decoder parameter",
         _with(decoder={"type": "ssd_anchors", "params": {"strides": []}}),
         ConfigError,
         "decoder.params.strides",
+    ),
+    (
+        "decoder parameter of the wrong type",
+        _with(decoder={"type": "ssd_anchors", "params": {"strides": 4}}),
+        ConfigError,
+        "decoder.params: bad options for decoder ssd_anchors",
     ),
     ("missing model file", _with(file="absent.tflite"), ModelError, "absent.tflite does not exist"),
     ("file in the wrong format", BASE, ModelError, "is not a loadable TFLite model"),
@@ -156,8 +163,7 @@ def test_shipped_specs_load_with_their_values():
     np.testing.assert_allclose(face.input.normalization.mean, [127.5])
     np.testing.assert_allclose(face.input.normalization.std, [127.5])
     assert face.labels == {0: "face"}
-    options = face.thresholds.to_options()
-    assert (options.score_threshold, options.nms_iou) == (0.6, 0.3)
+    assert (face.thresholds.score_threshold, face.thresholds.nms_iou) == (0.6, 0.3)
     seg = load_spec("person_segmentation")
     assert (seg.task, seg.decoder.type, seg.labels) == ("segmentation", "semantic", {0: "background", 1: "person"})
     np.testing.assert_allclose(seg.input.normalization.std, [255.0])
@@ -175,3 +181,19 @@ def test_labels_from_text_and_yaml_files_and_fraction_numbers(tmp_path):
     scaled = ModelSpec.from_dict(_with(input__normalization={"scale": "1/255", "offset": 0.5}))
     # x / 255 + 0.5 == (x - mean) / std with mean = -127.5, std = 255
     np.testing.assert_allclose([scaled.input.normalization.mean[0], scaled.input.normalization.std[0]], [-127.5, 255.0])
+
+
+def test_a_models_options_are_a_copy_that_live_changes_leave_the_spec_alone():
+    spec = load_spec("face")
+    detector = Detector.from_spec(spec)
+    assert detector.options == spec.thresholds
+    detector.options.score_threshold = 0.9
+    assert spec.thresholds.score_threshold == 0.6
+    assert Detector.from_spec(spec).options.score_threshold == 0.6
+
+
+def test_thresholds_keys_set_their_decode_options_and_the_rest_keep_defaults():
+    spec = ModelSpec.from_dict(_with(thresholds={"score": "1/4", "class_agnostic_nms": True, "max_detections": 7}))
+    assert spec.thresholds == DecodeOptions(
+        score_threshold=0.25, class_agnostic_nms=True, max_detections=7, nms_iou=DecodeOptions().nms_iou
+    )

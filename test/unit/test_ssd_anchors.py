@@ -180,7 +180,6 @@ def test_too_few_regression_values_for_the_keypoints():
         (dict(box_order="xyxy"), "box_order"),
         (dict(box_scale=[1, 2, 3]), "box_scale"),
         (dict(nms="soft"), "nms"),
-        (dict(num_keypoints=2, keypoint_names=["a"]), "keypoint_names"),
     ],
 )
 def test_bad_parameters_are_config_errors(params, field):

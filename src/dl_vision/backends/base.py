@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
@@ -10,32 +11,25 @@ import numpy as np
 from dl_vision.errors import ModelError
 
 
+@dataclasses.dataclass
 class TensorInfo:
     """Name, shape and dtype of one model input or output.
 
     Attributes:
         name: tensor name as the runtime reports it.
-        shape: dimensions; ``None`` marks a dynamic one (batch, often).
+        shape: dimensions; ``None`` marks a dynamic one (batch, often; negative sizes become None).
         dtype: numpy dtype the runtime expects or returns.
         quantization: ``(scale, zero_point)`` for quantized tensors, else None.
     """
 
-    __slots__ = ("name", "shape", "dtype", "quantization")
+    name: str
+    shape: Tuple[Optional[int], ...]
+    dtype: np.dtype
+    quantization: Optional[Tuple[float, int]] = None
 
-    def __init__(
-        self,
-        name: str,
-        shape: Tuple[Optional[int], ...],
-        dtype: np.dtype,
-        quantization: Optional[Tuple[float, int]] = None,
-    ) -> None:
-        self.name = name
-        self.shape = tuple(None if (d is None or (isinstance(d, int) and d < 0)) else d for d in shape)
-        self.dtype = np.dtype(dtype)
-        self.quantization = quantization
-
-    def __repr__(self) -> str:
-        return "TensorInfo(%r, %s, %s)" % (self.name, self.shape, self.dtype.name)
+    def __post_init__(self) -> None:
+        self.shape = tuple(None if (d is None or (isinstance(d, int) and d < 0)) else d for d in self.shape)
+        self.dtype = np.dtype(self.dtype)
 
 
 def check_feeds(
@@ -86,6 +80,15 @@ class Backend(abc.ABC):
 
     inputs: List[TensorInfo]
     outputs: List[TensorInfo]
+
+    @property
+    def provider(self) -> str:
+        """Where inference really runs, for diagnostics and ``doctor`` (e.g. ``"CUDAExecutionProvider"``).
+
+        The runtime's name unless the backend knows more (the ONNX Runtime provider that started,
+        the TensorRT precision and GPU, the TensorFlow device).
+        """
+        return self.runtime
 
     @property
     def supports_batch(self) -> bool:

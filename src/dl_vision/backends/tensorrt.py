@@ -1,268 +1,265 @@
-"""TensorRT backend (``format: tensorrt``) for serialized engines (``.engine`` / ``.plan``).
+"""TensorRT backend: a serialized engine (``format: tensorrt``), or an ONNX model built into a cached engine.
 
-For a Jetson (JetPack 5: TensorRT 8.5) or an x86 GPU (TensorRT 8.5 to 10). It
-uses the name-based tensor API (``num_io_tensors``, ``set_input_shape``,
-``set_tensor_address``, ``execute_async_v3``) that TensorRT 8.5 introduced and
-10 kept, and moves buffers with ``cuda-python`` (``pip install cuda-python``)
-or, failing that, ``pycuda`` (JetPack's ``python3-pycuda``).
+For a Jetson (JetPack 5: TensorRT 8.5) or an x86 GPU (TensorRT 8.5 to 11.x). It uses the
+name-based tensor API every version from 8.5 has (``num_io_tensors``, ``get_tensor_name``,
+``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``); buffers, pinned host memory
+and the stream live in a :class:`~dl_vision.backends.cuda_memory.CudaDevice` (cuda-python or
+pycuda, whichever fits the driver).
 
-An engine is tied to the GPU model and TensorRT version that built it; build it
-on the robot, e.g. ``trtexec --onnx=model.onnx --saveEngine=model.engine --fp16``
-(for a dynamic batch add ``--minShapes/--optShapes/--maxShapes``).
+Two ways in:
+
+- ``format: tensorrt`` with ``file: model.engine``: an engine built elsewhere, by
+  ``rosrun dl_vision build_engine`` on this machine (an engine runs only on the TensorRT version
+  and GPU model that built it).
+- ``format: onnx`` with ``runtime: {engine: tensorrt, precision: fp16, batch: "1:4:8"}``: the
+  engine comes from ``$DL_VISION_CACHE/engines`` and is built there on first use (see
+  :mod:`dl_vision.engines.cache`); INT8 needs calibration frames, so ``build_engine`` makes it first.
+
+An engine's INT8 inputs and outputs carry no scale TensorRT can report back, so they need
+``runtime.io_scales: {tensor name: scale}`` (``real = q * scale``): inputs are quantized by the
+pre-processor, outputs come back dequantized as float32. Engines whose I/O is BF16 or FP8 (types
+numpy lacks) are refused with a :class:`~dl_vision.errors.ModelError`.
 """
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
 from dl_vision.backends.base import Backend, TensorInfo, check_feeds
-from dl_vision.errors import BackendUnavailableError, ConfigError, ModelError
+from dl_vision.backends.cuda_memory import CudaDevice
+from dl_vision.engines.trt_api import PRECISIONS, import_tensorrt, numpy_dtype
+from dl_vision.errors import ConfigError, ModelError
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-
-INSTALL_HINT = (
-    "TensorRT's Python API (JetPack: `sudo apt install python3-libnvinfer`; x86: `pip install tensorrt`) "
-    "and cuda-python (`pip install cuda-python`) or pycuda"
-)
+ONNX_SUFFIX = ".onnx"
 
 
-class _CudaPython:
-    """Device buffers and a stream through cuda-python's runtime API."""
-
-    def __init__(self, device: int) -> None:
-        try:
-            from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-        except ImportError:
-            from cuda import cudart  # older cuda-python; ImportError propagates when absent
-        self._rt = cudart
-        self._check(cudart.cudaSetDevice(device), "cudaSetDevice(%d)" % device)
-        self.stream = self._check(cudart.cudaStreamCreate(), "cudaStreamCreate")
-
-    def _check(self, result: Tuple[Any, ...], call: str) -> Any:
-        err, rest = result[0], result[1:]
-        if int(err) != 0:
-            raise ModelError("TensorRT: CUDA call %s failed: %s" % (call, err))
-        return rest[0] if len(rest) == 1 else rest
-
-    def malloc(self, nbytes: int) -> int:
-        return int(self._check(self._rt.cudaMalloc(nbytes), "cudaMalloc(%d)" % nbytes))
-
-    def free(self, pointer: int) -> None:
-        self._rt.cudaFree(pointer)
-
-    def to_device(self, pointer: int, host: np.ndarray) -> None:
-        kind = self._rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-        self._check(self._rt.cudaMemcpyAsync(pointer, host.ctypes.data, host.nbytes, kind, self.stream), "memcpy")
-
-    def to_host(self, host: np.ndarray, pointer: int) -> None:
-        kind = self._rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        self._check(self._rt.cudaMemcpyAsync(host.ctypes.data, pointer, host.nbytes, kind, self.stream), "memcpy")
-
-    @property
-    def stream_handle(self) -> int:
-        return int(self.stream)
-
-    def synchronize(self) -> None:
-        self._check(self._rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
-
-    def enter(self) -> None:
-        """Nothing to do: the runtime API binds the primary context per thread itself."""
-
-    def leave(self) -> None:
-        """See :meth:`enter`."""
+def _check_device(device: Any) -> int:
+    if isinstance(device, bool) or not isinstance(device, int) or device < 0:
+        raise ConfigError("runtime.device: expected a CUDA device index >= 0, found %r" % (device,))
+    return device
 
 
-class _PyCuda:
-    """Device buffers and a stream through pycuda's driver API (a retained primary context)."""
-
-    def __init__(self, device: int) -> None:
-        import pycuda.driver as cuda  # ImportError propagates when absent
-
-        cuda.init()
-        self._cuda = cuda
-        self._context = cuda.Device(device).retain_primary_context()
-        self._context.push()
-        try:
-            self.stream = cuda.Stream()
-        finally:
-            self._context.pop()
-        self._allocations: Dict[int, Any] = {}
-
-    def malloc(self, nbytes: int) -> int:
-        allocation = self._cuda.mem_alloc(nbytes)
-        self._allocations[int(allocation)] = allocation
-        return int(allocation)
-
-    def free(self, pointer: int) -> None:
-        self._allocations.pop(pointer).free()
-
-    def to_device(self, pointer: int, host: np.ndarray) -> None:
-        self._cuda.memcpy_htod_async(pointer, host, self.stream)
-
-    def to_host(self, host: np.ndarray, pointer: int) -> None:
-        self._cuda.memcpy_dtoh_async(host, pointer, self.stream)
-
-    @property
-    def stream_handle(self) -> int:
-        return int(self.stream.handle)
-
-    def synchronize(self) -> None:
-        self.stream.synchronize()
-
-    def enter(self) -> None:
-        """Make the context current in the calling thread (ROS workers are not the loading thread)."""
-        self._context.push()
-
-    def leave(self) -> None:
-        self._context.pop()
-
-
-def _cuda_buffers(device: int) -> Any:
-    errors = []
-    for cls in (_CudaPython, _PyCuda):
-        try:
-            return cls(device)
-        except ImportError as err:
-            errors.append(str(err))
-    raise BackendUnavailableError(
-        "format tensorrt needs %s: found no CUDA Python bindings (%s)" % (INSTALL_HINT, "; ".join(errors))
-    )
+def _check_io_scales(io_scales: Any) -> Dict[str, float]:
+    if io_scales is None:
+        return {}
+    if not isinstance(io_scales, Mapping) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in io_scales.values()
+    ):
+        raise ConfigError("runtime.io_scales: expected {tensor name: positive scale}, found %r" % (io_scales,))
+    return {str(k): float(v) for k, v in io_scales.items()}
 
 
 class TensorRTBackend(Backend):
-    """A serialized TensorRT engine on one GPU.
+    """A TensorRT engine on one GPU.
 
     Args:
-        path: the ``.engine`` / ``.plan`` file.
+        path: an ``.engine`` / ``.plan`` / ``.trt`` file, or an ``.onnx`` file to build (and cache) an
+            engine from.
         device: CUDA device index.
+        precision: ``fp32``, ``fp16`` or ``int8`` for an ONNX file (default ``fp32``); an engine file
+            has its precision already.
+        batch: ``"MIN:OPT:MAX"`` batch profile for an ONNX file with a dynamic batch (default 1:1:1).
+        io_scales: ``{tensor name: scale}`` of INT8 inputs and outputs.
 
     Raises:
-        BackendUnavailableError: TensorRT or the CUDA Python bindings are missing.
+        BackendUnavailableError: TensorRT or a CUDA binding that fits the driver is missing.
+        ConfigError: a bad runtime option, or a precision this TensorRT does not build.
         ModelError: the file is missing or is not an engine this TensorRT can run on this GPU.
+
+    Attributes:
+        engine_path: the engine file in use (in the cache for an ONNX file).
+        gpu: ``(name, (compute capability major, minor))`` of the device.
     """
 
     runtime = "tensorrt"
 
-    def __init__(self, path: Union[str, Path], device: int = 0) -> None:
+    def __init__(
+        self,
+        path: Union[str, Path],
+        device: int = 0,
+        precision: Optional[str] = None,
+        batch: Optional[str] = None,
+        io_scales: Optional[Mapping[str, float]] = None,
+    ) -> None:
         path = Path(path)
-        if isinstance(device, bool) or not isinstance(device, int) or device < 0:
-            raise ConfigError("runtime.device: expected a CUDA device index >= 0, found %r" % (device,))
-        if path.suffix.lower() not in ENGINE_SUFFIXES:
+        device = _check_device(device)
+        self._io_scales = _check_io_scales(io_scales)
+        is_onnx = path.suffix.lower() == ONNX_SUFFIX
+        if not is_onnx and path.suffix.lower() not in ENGINE_SUFFIXES:
             raise ModelError(
-                "TensorRT engine: expected a file ending in %s, found %s" % ("/".join(ENGINE_SUFFIXES), path)
+                "TensorRT: expected an engine file ending in %s or an .onnx model, found %s"
+                % ("/".join(ENGINE_SUFFIXES), path)
             )
+        if not is_onnx and (precision is not None or batch is not None):
+            raise ConfigError(
+                "runtime.precision/batch: an engine file has its precision and batch range built in; "
+                "they apply to ONNX models built on first use (format: onnx, runtime.engine: tensorrt), found %s" % path
+            )
+        if precision is not None and precision not in PRECISIONS:
+            raise ConfigError("runtime.precision: expected one of %s, found %r" % ("|".join(PRECISIONS), precision))
         if not path.is_file():
-            raise ModelError("TensorRT engine file %s does not exist" % path)
-        try:
-            import tensorrt as trt
-        except ImportError as err:
-            raise BackendUnavailableError(
-                "format tensorrt needs %s: found no tensorrt module (%s)" % (INSTALL_HINT, err)
-            ) from err
-        if not hasattr(trt.ICudaEngine, "num_io_tensors"):
-            raise BackendUnavailableError(
-                "format tensorrt: expected TensorRT 8.5 or newer (name-based tensor API), found %s" % trt.__version__
-            )
+            raise ModelError("TensorRT: model file %s does not exist" % path)
+        trt = import_tensorrt("format tensorrt" if not is_onnx else "runtime.engine tensorrt")
         self._trt = trt
-        self._cuda = _cuda_buffers(device)
+        self._cuda = CudaDevice(device)
+        try:
+            self.gpu: Tuple[str, Tuple[int, int]] = self._cuda.properties()
+            self.engine_path = self._engine_for_onnx(path, precision or "fp32", batch) if is_onnx else path
+            self._load()
+        except BaseException:
+            self._cuda.close()
+            raise
+        self.path = path
+        self.precision = precision or ("fp32" if is_onnx else None)
+        self._lock = threading.Lock()
+        self._device_buffers: Dict[str, Tuple[int, int]] = {}  # name -> (pointer, capacity in bytes)
+        self._host_buffers: Dict[str, np.ndarray] = {}  # name -> pinned uint8 buffer
+
+    def _engine_for_onnx(self, onnx: Path, precision: str, batch: Optional[str]) -> Path:
+        """The cached engine for ``onnx``, built now when this key has none (not for INT8)."""
+        from dl_vision.engines.build import BatchProfile, build_serialized_engine
+        from dl_vision.engines.cache import cached_engine, engine_key
+        from dl_vision.engines.trt_api import TrtFeatures
+
+        trt = self._trt
+        problem = TrtFeatures.of(trt.__version__).precision_problem(precision)
+        if problem:
+            raise ConfigError("runtime.%s" % problem)
+        profile = None if batch is None else BatchProfile.parse(batch)
+        key = engine_key(onnx, precision, profile, trt.__version__, self.gpu[0], self.gpu[1])
+
+        def build() -> bytes:
+            with self._cuda.activate():  # the builder works on the calling thread's current device
+                return build_serialized_engine(trt, onnx, precision, profile)
+
+        return cached_engine(key, onnx, None if precision == "int8" else build)
+
+    def _load(self) -> None:
+        trt = self._trt
         self._logger = trt.Logger(trt.Logger.WARNING)
         trt.init_libnvinfer_plugins(self._logger, "")  # engines with plugin layers (e.g. EfficientNMS)
-        self._cuda.enter()
-        try:
+        with self._cuda.activate():
             self._runtime = trt.Runtime(self._logger)
             try:
-                self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+                self._engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
             except (RuntimeError, TypeError) as err:  # some versions raise rather than return None
-                raise ModelError("%s is not a TensorRT engine: %s" % (path, " ".join(str(err).split()))) from err
+                raise ModelError(
+                    "%s is not a TensorRT engine: %s" % (self.engine_path, " ".join(str(err).split()))
+                ) from err
             if self._engine is None:
                 raise ModelError(
-                    "%s: expected an engine built by TensorRT %s for this GPU, found one it cannot deserialize "
-                    "(rebuild it on this machine; TensorRT's log above says why)" % (path, trt.__version__)
+                    "%s: expected an engine built by TensorRT %s for this GPU (%s), found one it cannot deserialize "
+                    "(rebuild it on this machine with build_engine; TensorRT's log above says why)"
+                    % (self.engine_path, trt.__version__, self.gpu[0])
                 )
             self._context = self._engine.create_execution_context()
-        finally:
-            self._cuda.leave()
-        self.path = path
-        self._lock = threading.Lock()
-        self._buffers: Dict[str, Tuple[int, int]] = {}  # name -> (device pointer, capacity in bytes)
         self.inputs: List[TensorInfo] = []
         self.outputs: List[TensorInfo] = []
+        self._output_dtypes: Dict[str, np.dtype] = {}  # as the engine writes them (INT8 before dequantizing)
         for index in range(self._engine.num_io_tensors):
             name = self._engine.get_tensor_name(index)
-            info = TensorInfo(
-                name,
-                tuple(int(d) for d in self._engine.get_tensor_shape(name)),
-                trt.nptype(self._engine.get_tensor_dtype(name)),
-            )
-            is_input = self._engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-            (self.inputs if is_input else self.outputs).append(info)
+            shape = tuple(int(d) for d in self._engine.get_tensor_shape(name))
+            dtype = numpy_dtype(trt, self._engine.get_tensor_dtype(name), name)
+            scale = self._io_scales.get(name)
+            if dtype == np.int8 and scale is None:
+                raise ModelError(
+                    "TensorRT tensor %r is INT8: expected its scale in runtime.io_scales {%s: scale} "
+                    "(real = q * scale), found none" % (name, name)
+                )
+            if self._engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                quantization = (scale, 0) if dtype == np.int8 else None
+                self.inputs.append(TensorInfo(name, shape, dtype, quantization))
+            else:
+                self._output_dtypes[name] = dtype
+                self.outputs.append(TensorInfo(name, shape, np.float32 if dtype == np.int8 else dtype))
+
+    @property
+    def provider(self) -> str:
+        """Where inference runs, e.g. ``"tensorrt fp16 on GPU 0 (Orin, sm_87)"``."""
+        name, (major, minor) = self.gpu
+        precision = "%s " % self.precision if self.precision else ""
+        return "tensorrt %son GPU %d (%s, sm_%d%d)" % (precision, self._cuda.device, name, major, minor)
 
     def _device_buffer(self, name: str, nbytes: int) -> int:
         """A device buffer of at least ``nbytes`` for tensor ``name``, grown when a larger batch arrives."""
-        pointer, capacity = self._buffers.get(name, (0, 0))
+        pointer, capacity = self._device_buffers.get(name, (0, 0))
         if capacity < nbytes:
             if pointer:
                 self._cuda.free(pointer)
-            pointer = self._cuda.malloc(max(nbytes, 1))
-            self._buffers[name] = (pointer, nbytes)
+            pointer = self._cuda.malloc(nbytes)
+            self._device_buffers[name] = (pointer, nbytes)
         return pointer
 
+    def _host_buffer(self, name: str, shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A pinned host array of ``shape``/``dtype`` for tensor ``name`` (reused, grown when needed)."""
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        buffer = self._host_buffers.get(name)
+        if buffer is None or buffer.nbytes < nbytes:
+            if buffer is not None:
+                self._cuda.free_pinned(buffer)
+            buffer = self._cuda.pinned((max(nbytes, 1),), np.uint8)
+            self._host_buffers[name] = buffer
+        return buffer[:nbytes].view(dtype).reshape(shape)
+
     def run(self, inputs: Union[np.ndarray, Mapping[str, np.ndarray]]) -> Dict[str, np.ndarray]:
-        """Copy inputs to the GPU, run the engine, copy outputs back.
+        """Copy inputs to the GPU, run the engine, copy outputs back (on any thread).
 
         Raises:
             ModelError: an input does not match the engine (shape outside its
                 optimisation profile included), or execution fails.
         """
         feeds = check_feeds("TensorRT", self.inputs, inputs)
-        with self._lock:  # one execution context runs one inference at a time
-            self._cuda.enter()
-            try:
-                for name, array in feeds.items():
-                    host = np.ascontiguousarray(array)
-                    feeds[name] = host
-                    if not self._context.set_input_shape(name, host.shape):
-                        raise ModelError(
-                            "TensorRT input %r: shape %s is outside the engine's optimisation profile"
-                            % (name, host.shape)
-                        )
-                    pointer = self._device_buffer(name, host.nbytes)
-                    self._context.set_tensor_address(name, pointer)
-                    self._cuda.to_device(pointer, host)
-                results: Dict[str, np.ndarray] = {}
-                for info in self.outputs:
-                    shape = tuple(int(d) for d in self._context.get_tensor_shape(info.name))
-                    if any(d < 0 for d in shape):
-                        raise ModelError(
-                            "TensorRT output %r: expected a shape known from the inputs, found %s (data-dependent)"
-                            % (info.name, shape)
-                        )
-                    results[info.name] = np.empty(shape, dtype=info.dtype)
-                    self._context.set_tensor_address(
-                        info.name, self._device_buffer(info.name, results[info.name].nbytes)
+        with self._lock, self._cuda.activate():  # one execution context runs one inference at a time
+            context = self._context
+            if context is None:
+                raise ModelError("TensorRT: the engine was closed")
+            for name, array in feeds.items():
+                if not context.set_input_shape(name, array.shape):
+                    raise ModelError(
+                        "TensorRT input %r: shape %s is outside the engine's optimisation profile" % (name, array.shape)
                     )
-                if not self._context.execute_async_v3(self._cuda.stream_handle):
-                    raise ModelError("TensorRT execution failed (TensorRT's log above says why)")
-                for name, host in results.items():
-                    self._cuda.to_host(host, self._buffers[name][0])
-                self._cuda.synchronize()
-            finally:
-                self._cuda.leave()
-        return results
+                host = self._host_buffer(name, array.shape, array.dtype)
+                np.copyto(host, array)
+                pointer = self._device_buffer(name, host.nbytes)
+                context.set_tensor_address(name, pointer)
+                self._cuda.copy_to_device(pointer, host)
+            staged: Dict[str, np.ndarray] = {}
+            for info in self.outputs:
+                shape = tuple(int(d) for d in context.get_tensor_shape(info.name))
+                if any(d < 0 for d in shape):
+                    raise ModelError(
+                        "TensorRT output %r: expected a shape known from the inputs, found %s (data-dependent)"
+                        % (info.name, shape)
+                    )
+                staged[info.name] = self._host_buffer(info.name, shape, self._output_dtypes[info.name])
+                context.set_tensor_address(info.name, self._device_buffer(info.name, staged[info.name].nbytes))
+            if not context.execute_async_v3(self._cuda.stream_handle):
+                raise ModelError("TensorRT execution failed (TensorRT's log above says why)")
+            for name, host in staged.items():
+                self._cuda.copy_to_host(host, self._device_buffers[name][0])
+            self._cuda.synchronize()
+            # Copies: the pinned buffers are reused by the next call.
+            return {name: self._dequantized(name, host) for name, host in staged.items()}
+
+    def _dequantized(self, name: str, host: np.ndarray) -> np.ndarray:
+        if host.dtype == np.int8:
+            return host.astype(np.float32) * np.float32(self._io_scales[name])
+        return host.copy()
 
     def close(self) -> None:
-        """Free the device buffers and the engine."""
+        """Release the engine, the device and pinned buffers and the stream. Idempotent."""
         with self._lock:
-            self._cuda.enter()
-            try:
-                for pointer, _ in self._buffers.values():
-                    self._cuda.free(pointer)
-            finally:
-                self._cuda.leave()
-            self._buffers.clear()
-            self._context = None
-            self._engine = None
+            if self._context is None:
+                return
+            with self._cuda.activate():
+                self._context = None  # TensorRT objects go before the memory they use
+                self._engine = None
+                self._runtime = None
+            self._device_buffers.clear()
+            self._host_buffers.clear()
+            self._cuda.close()

@@ -113,7 +113,6 @@ class TFLiteBackend(Backend):
                 op = re.search(r"custom op:? (\w+)", reason)
                 reason = "%s lacks the custom op %s" % (runtime, op.group(1) if op else "the model uses")
             else:
-                self.runtime_module = runtime
                 return interpreter
             if position + 1 < len(runtimes):
                 _LOG.info("%s: %s; trying %s", path.name, reason, runtimes[position + 1])

@@ -15,8 +15,10 @@ import numpy as np
 from sensor_msgs.msg import Image
 
 from dl_vision import messages
-from dl_vision.benchmark.summary import PIPELINE_STAGES, summarize_ms
+from dl_vision.benchmark.summary import PIPELINE_STAGES, ratio
+from dl_vision.cascade import Cascade
 from dl_vision.frame_processor import FrameProcessor
+from dl_vision.latency import summarize_ms
 from dl_vision.pipeline import Detector
 
 #: The stages counted as our node's overhead: everything but the model and rospy's transport.
@@ -26,9 +28,19 @@ OVERHEAD_STAGES = ("decode", "detector/preprocess", "detector/postprocess", "mes
 def measure_model_only(detector: Detector, frame: np.ndarray, iterations: int, warmup: int = 10) -> Dict[str, object]:
     """Time ``detector.backend.run`` alone on the pre-processed ``frame``.
 
+    A cascade's models run on tensors its first stage decides (the crops), so for a cascade
+    this is the sum of its stages' ``inference`` timings (each its backend's run alone), per frame.
+
     Returns:
-        ``{"inference_ms": summary}`` (see :func:`~dl_vision.benchmark.summary.summarize_ms`).
+        ``{"inference_ms": summary}`` (see :func:`~dl_vision.latency.summarize_ms`).
     """
+    if isinstance(detector, Cascade):
+        samples = []
+        for i in range(warmup + iterations):
+            detector(frame)
+            if i >= warmup:
+                samples.append(sum(ms for stage, ms in detector.timings.items() if stage.endswith("inference")))
+        return {"inference_ms": summarize_ms(samples)}
     tensor, _ = detector.preprocessor(frame)
     for _ in range(warmup):
         detector.backend.run(tensor)
@@ -40,31 +52,85 @@ def measure_model_only(detector: Detector, frame: np.ndarray, iterations: int, w
     return {"inference_ms": summarize_ms(samples)}
 
 
+def _serialized(frame: np.ndarray) -> bytes:
+    """``frame`` as the wire bytes of a ``sensor_msgs/Image`` (what rospy hands the node)."""
+    buffer = io.BytesIO()
+    messages.bgr_to_image_msg(frame, messages.make_header(frame_id="bench_camera")).serialize(buffer)
+    return buffer.getvalue()
+
+
 def measure_pipeline(detector: Detector, frame: np.ndarray, iterations: int, warmup: int = 10) -> Dict[str, object]:
     """Time each stage ``detector_node`` runs per frame, on the serialised ``frame``.
 
     Returns:
         ``{"stages_ms": {stage: summary}, "total_ms": summary, "overhead_ms": summary,
         "detections": n}``; ``overhead_ms`` sums :data:`OVERHEAD_STAGES` per frame (so its
-        median is a real frame's, not a sum of medians).
+        median is a real frame's, not a sum of medians). A cascade's second stages add their
+        stages (``detector/<model>/crop``, ``.../inference``, ...) and ``second_stage_work_ms``:
+        per frame, those that are not inference (crops, their pre- and post-processing, mapping
+        results back), the cascade's own work beside its models.
     """
     processor = FrameProcessor(detector)
     types = messages.genpy_types()
-    buffer = io.BytesIO()
-    messages.bgr_to_image_msg(frame, messages.make_header(frame_id="bench_camera")).serialize(buffer)
-    wire = buffer.getvalue()
+    wire = _serialized(frame)
+    stages = list(PIPELINE_STAGES)
     rows: List[List[float]] = []
     found = 0
     for i in range(warmup + iterations):
         result = processor.process_serialized(wire, Image, types=types)
+        stages += [stage for stage in processor.timings if stage not in stages]  # a cascade's second stages
         if i >= warmup:
-            rows.append([processor.timings[stage] for stage in PIPELINE_STAGES])
+            rows.append([processor.timings.get(stage, 0.0) for stage in stages])
             found = len(result.detections)
-    table = np.asarray(rows, dtype=np.float64).reshape(-1, len(PIPELINE_STAGES))
-    overhead_columns = [PIPELINE_STAGES.index(s) for s in OVERHEAD_STAGES]
-    return {
-        "stages_ms": {name: summarize_ms(table[:, i]) for i, name in enumerate(PIPELINE_STAGES)},
+    table = np.zeros((len(rows), len(stages)))
+    for r, row in enumerate(rows):
+        table[r, : len(row)] = row
+    overhead_columns = [stages.index(s) for s in OVERHEAD_STAGES]
+    second_stage = [i for i, s in enumerate(stages) if s not in PIPELINE_STAGES and not s.endswith("inference")]
+    out = {
+        "stages_ms": {name: summarize_ms(table[:, i]) for i, name in enumerate(stages)},
         "total_ms": summarize_ms(table.sum(axis=1)),
         "overhead_ms": summarize_ms(table[:, overhead_columns].sum(axis=1)),
         "detections": found,
+    }
+    if second_stage:
+        out["second_stage_work_ms"] = summarize_ms(table[:, second_stage].sum(axis=1))
+    return out
+
+
+def measure_batch(
+    detector: Detector, frame: np.ndarray, cameras: int, rounds: int, warmup: int = 3
+) -> Dict[str, object]:
+    """Time the node's work on one frame of each of ``cameras`` cameras: as one batch, and one by one.
+
+    Each round runs both, one after the other, so that the load of a shared machine hits both alike.
+
+    Returns:
+        ``{"cameras", "rounds", "batched_ms": summary, "in_turn_ms": summary, "speedup"}``: the time
+        for all cameras' frames as one :meth:`~FrameProcessor.process_serialized_batch` call and as
+        ``cameras`` :meth:`~FrameProcessor.process_serialized` calls; ``speedup`` is the ratio of
+        their medians (above 1: the batch is faster).
+    """
+    processor = FrameProcessor(detector)
+    types = messages.genpy_types()
+    wires = [_serialized(frame)] * cameras
+    batched: List[float] = []
+    in_turn: List[float] = []
+    for i in range(warmup + rounds):
+        start = time.perf_counter()
+        processor.process_serialized_batch(wires, Image, types=types)
+        middle = time.perf_counter()
+        for wire in wires:
+            processor.process_serialized(wire, Image, types=types)
+        end = time.perf_counter()
+        if i >= warmup:
+            batched.append((middle - start) * 1e3)
+            in_turn.append((end - middle) * 1e3)
+    batched_summary, in_turn_summary = summarize_ms(batched), summarize_ms(in_turn)
+    return {
+        "cameras": cameras,
+        "rounds": rounds,
+        "batched_ms": batched_summary,
+        "in_turn_ms": in_turn_summary,
+        "speedup": ratio(in_turn_summary["p50"], batched_summary["p50"]),
     }

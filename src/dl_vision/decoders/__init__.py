@@ -8,39 +8,28 @@ register it in :data:`DECODERS`.
 
 from __future__ import annotations
 
-import importlib
-import inspect
-from typing import Any, Dict, Mapping, Optional, Sequence, Type, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from dl_vision.decoders.base import DecodeOptions, Decoder
-from dl_vision.errors import ConfigError
+from dl_vision.registry import Registry
 
 #: ``decoder type -> "module:Class"``, imported on first use.
-DECODERS: Dict[str, str] = {
-    "ssd_anchors": "dl_vision.decoders.ssd_anchors:SsdAnchorsDecoder",
-    "semantic": "dl_vision.decoders.semantic:SemanticDecoder",
-    "tf_od_api": "dl_vision.decoders.tf_od_api:TfOdApiDecoder",
-    "tflite_ssd": "dl_vision.decoders.tflite_ssd:TfliteSsdDecoder",
-    "yolo": "dl_vision.decoders.yolo:YoloDecoder",
-}
+DECODERS = Registry(
+    "decoder",
+    "decoder.type",
+    "decoder.params",
+    {
+        "ssd_anchors": "dl_vision.decoders.ssd_anchors:SsdAnchorsDecoder",
+        "semantic": "dl_vision.decoders.semantic:SemanticDecoder",
+        "yolo": "dl_vision.decoders.yolo:YoloDecoder",
+        "tf_od_api": "dl_vision.decoders.tf_od_api:TfOdApiDecoder",
+        "tflite_ssd": "dl_vision.decoders.tflite_ssd:TfliteSsdDecoder",
+        "movenet": "dl_vision.decoders.movenet:MoveNetDecoder",
+        "landmarks": "dl_vision.decoders.landmarks:LandmarksDecoder",
+    },
+)
 
-__all__ = ["DECODERS", "DecodeOptions", "Decoder", "create_decoder", "decoder_class"]
-
-
-def decoder_class(name: str) -> Type[Decoder]:
-    """The decoder class registered as ``name``.
-
-    Raises:
-        ConfigError: no decoder has that name.
-    """
-    try:
-        target = DECODERS[name]
-    except KeyError:
-        raise ConfigError(
-            "decoder.type: unknown decoder %r; expected one of %s" % (name, ", ".join(sorted(DECODERS)))
-        ) from None
-    module_name, class_name = target.split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+__all__ = ["DECODERS", "DecodeOptions", "Decoder", "create_decoder"]
 
 
 def create_decoder(
@@ -53,18 +42,4 @@ def create_decoder(
     Raises:
         ConfigError: unknown decoder, unknown parameter, or a bad parameter value.
     """
-    cls = decoder_class(name)
-    params = dict(params or {})
-    signature = inspect.signature(cls.__init__).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
-        accepted = [n for n in signature if n not in ("self", "labels")]
-        for key in params:
-            if key not in accepted:
-                raise ConfigError(
-                    "decoder.params.%s: not a parameter of decoder %s; expected one of %s"
-                    % (key, name, ", ".join(accepted) or "(none)")
-                )
-    try:
-        return cls(labels=labels, **params)
-    except TypeError as err:
-        raise ConfigError("decoder.params: bad parameters for decoder %s: %s" % (name, err)) from err
+    return DECODERS.create(name, params or {}, labels=labels)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -11,32 +12,26 @@ from dl_vision.geometry import ImageTransform
 from dl_vision.structures import Detections, LabelTable, Segmentation, make_label_table
 
 
+@dataclasses.dataclass
 class DecodeOptions:
-    """Thresholds a decoder applies; nodes change them live (dynamic_reconfigure).
+    """Thresholds a decoder applies: a spec's ``thresholds:`` defaults, changed live by nodes.
+
+    A model holds its own copy (``dataclasses.replace(spec.thresholds)``), so changing a
+    model's options never changes its spec.
 
     Attributes:
-        score_threshold: minimum score kept.
-        nms_iou: IoU above which NMS suppresses the lower-scored box.
+        score_threshold: minimum score kept, 0..1 (``score`` in a spec).
+        nms_iou: IoU above which NMS suppresses the lower-scored box, 0..1.
         max_detections: cap on detections returned per image.
         class_agnostic_nms: suppress across classes instead of within each.
-        mask_threshold: probability above which a mask pixel is foreground.
+        mask_threshold: probability above which a mask pixel is foreground, 0..1.
     """
 
-    __slots__ = ("score_threshold", "nms_iou", "max_detections", "class_agnostic_nms", "mask_threshold")
-
-    def __init__(
-        self,
-        score_threshold: float = 0.5,
-        nms_iou: float = 0.45,
-        max_detections: int = 100,
-        class_agnostic_nms: bool = False,
-        mask_threshold: float = 0.5,
-    ) -> None:
-        self.score_threshold = float(score_threshold)
-        self.nms_iou = float(nms_iou)
-        self.max_detections = int(max_detections)
-        self.class_agnostic_nms = bool(class_agnostic_nms)
-        self.mask_threshold = float(mask_threshold)
+    score_threshold: float = 0.5
+    nms_iou: float = 0.45
+    max_detections: int = 100
+    class_agnostic_nms: bool = False
+    mask_threshold: float = 0.5
 
 
 class Decoder(abc.ABC):

@@ -12,7 +12,8 @@ checked against every box kept so far (one IoU matrix), then the greedy rule
 ``keep[j] = not any(keep[i] and overlaps(i, j) for i ranked above j)`` is solved
 inside the block by fixed-point iteration (as in Cluster-NMS). Work grows with
 candidates x kept boxes, and stops as soon as ``max_detections`` are kept.
-Class-aware suppression solves each class on its own.
+Class-aware suppression solves each class on its own. OpenCV's ``cv2.dnn.NMSBoxes``
+was measured against this and is not used (``docs/model_formats.md``, NMS).
 """
 
 from __future__ import annotations
@@ -22,67 +23,10 @@ from typing import List, NamedTuple, Optional
 import numpy as np
 
 from dl_vision.errors import ConfigError
+from dl_vision.geometry import as_boxes, box_iou
 
 #: Candidates resolved together in :func:`nms`; bounds memory at BLOCK x (BLOCK + kept) floats.
 BLOCK = 256
-
-#: The smallest positive float32 (a subnormal): below any positive union of two boxes.
-_SMALLEST = np.nextafter(np.float32(0), np.float32(1))
-
-
-def _as_boxes(name: str, boxes: np.ndarray) -> np.ndarray:
-    boxes = np.asarray(boxes, dtype=np.float32)
-    if boxes.size == 0:
-        return boxes.reshape(0, 4)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ConfigError("%s: expected boxes of shape (N, 4), found %s" % (name, boxes.shape))
-    return boxes
-
-
-def box_area(xyxy: np.ndarray) -> np.ndarray:
-    """Areas of (N, 4) ``xyxy`` boxes, (N,) float32; inverted boxes count as 0."""
-    return _areas(_as_boxes("box_area", xyxy))
-
-
-def _areas(xyxy: np.ndarray) -> np.ndarray:
-    wh = xyxy[:, 2:] - xyxy[:, :2]
-    np.maximum(wh, 0, out=wh)
-    return wh[:, 0] * wh[:, 1]
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over union of every box in ``a`` with every box in ``b``.
-
-    Args:
-        a: (N, 4) ``xyxy`` boxes.
-        b: (M, 4) ``xyxy`` boxes, same frame as ``a``.
-
-    Returns:
-        (N, M) float32 IoU in [0, 1]; 0 where both boxes are empty.
-    """
-    return _iou(_as_boxes("box_iou a", a), _as_boxes("box_iou b", b))
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """:func:`box_iou` without argument checks, for the inner loops."""
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    np.maximum(iw, 0, out=iw)
-    np.maximum(ih, 0, out=ih)
-    inter = np.multiply(iw, ih, out=iw)
-    union = _areas(a)[:, None] + _areas(b)[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
-def _overlapping(
-    box: np.ndarray, area: np.float32, boxes: np.ndarray, areas: np.ndarray, iou_threshold: float
-) -> np.ndarray:
-    """``_iou(box[None], boxes)[0] > iou_threshold``, with the areas given: (N,) bool."""
-    wh = np.minimum(boxes[:, 2:], box[2:]) - np.maximum(boxes[:, :2], box[:2])
-    np.maximum(wh, 0, out=wh)
-    inter = wh[:, 0] * wh[:, 1]
-    # A union of 0 comes with an intersection of 0: 0 / _SMALLEST is the IoU 0 that _iou gives there.
-    return inter / np.maximum(areas + area - inter, _SMALLEST) > iou_threshold
 
 
 def _greedy_ranked(boxes: np.ndarray, iou_threshold: float, limit: int) -> np.ndarray:
@@ -106,14 +50,14 @@ def _greedy_ranked(boxes: np.ndarray, iou_threshold: float, limit: int) -> np.nd
         block = boxes[lo : lo + BLOCK]
         alive = np.ones(block.shape[0], dtype=bool)
         if count:
-            alive = _iou(block, kept_boxes).max(axis=1) <= iou_threshold
+            alive = box_iou(block, kept_boxes).max(axis=1) <= iou_threshold
         ranks = np.nonzero(alive)[0]
         if ranks.size == 0:
             continue
         # Inside the block, keep[j] = not any(keep[i] and overlaps(i, j) for i ranked above j).
         # The rule has one solution; each pass settles at least the next rank (Cluster-NMS),
         # so the loop ends after as many passes as the longest suppression chain.
-        overlaps = np.triu(_iou(block[ranks], block[ranks]) > iou_threshold, k=1)
+        overlaps = np.triu(box_iou(block[ranks], block[ranks]) > iou_threshold, k=1)
         keep = np.ones(ranks.size, dtype=bool)
         for _ in range(ranks.size):
             settled = ~(overlaps & keep[:, None]).any(axis=0)
@@ -154,7 +98,7 @@ def nms(
     Raises:
         ConfigError: shapes disagree or the threshold is outside [0, 1].
     """
-    boxes = _as_boxes("nms", xyxy)
+    boxes = as_boxes("nms", xyxy, np.float32)
     scores = np.asarray(scores, dtype=np.float32).reshape(-1)
     n = boxes.shape[0]
     if scores.shape[0] != n:
@@ -228,7 +172,7 @@ def weighted_nms(
     Raises:
         ConfigError: shapes disagree or the threshold is outside [0, 1].
     """
-    boxes = _as_boxes("weighted_nms", xyxy)
+    boxes = as_boxes("weighted_nms", xyxy, np.float32)
     scores = np.asarray(scores, dtype=np.float32).reshape(-1)
     n = boxes.shape[0]
     if scores.shape[0] != n:
@@ -248,13 +192,12 @@ def weighted_nms(
     if keypoints is not None:
         values = np.concatenate([boxes, keypoints.reshape(n, 2 * keypoints.shape[1])], axis=1)
     weights = scores.astype(np.float64)
-    areas = _areas(boxes)
     remaining = np.argsort(-scores, kind="stable")
     tops, blends = [], []
     # One pass per output cluster: a handful of faces per frame, so the loop is short.
     while remaining.size and len(tops) < limit:
         top = remaining[0]
-        member = _overlapping(boxes[top], areas[top], boxes[remaining], areas[remaining], iou_threshold)
+        member = box_iou(boxes[top : top + 1], boxes[remaining])[0] > iou_threshold
         member[0] = True  # an empty box has IoU 0 with itself but still forms its own cluster
         if class_ids is not None:
             member &= class_ids[remaining] == class_ids[top]

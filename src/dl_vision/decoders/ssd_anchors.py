@@ -146,7 +146,6 @@ class SsdAnchorsDecoder(Decoder):
         nms: ``"weighted"`` (BlazeFace) or ``"plain"``.
         boxes_output, scores_output: output names; default: picked by shape
             (the regression output has more values per anchor).
-        keypoint_names: optional names of the keypoints, in order.
 
     Raises:
         ConfigError: a parameter is invalid.
@@ -178,7 +177,6 @@ class SsdAnchorsDecoder(Decoder):
         nms: str = "weighted",
         boxes_output: Optional[str] = None,
         scores_output: Optional[str] = None,
-        keypoint_names: Optional[Sequence[str]] = None,
     ) -> None:
         super().__init__(labels)
         if not strides or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in strides):
@@ -203,11 +201,6 @@ class SsdAnchorsDecoder(Decoder):
                 "decoder.params: expected num_keypoints >= 0 and values_per_keypoint >= 2, found %r, %r"
                 % (num_keypoints, values_per_keypoint)
             )
-        if keypoint_names is not None and len(keypoint_names) != num_keypoints:
-            raise ConfigError(
-                "decoder.params.keypoint_names: expected %d names (num_keypoints), found %d"
-                % (num_keypoints, len(keypoint_names))
-            )
         self.anchor_options: Dict[str, Any] = dict(
             strides=[int(s) for s in strides],
             min_scale=float(min_scale),
@@ -231,7 +224,6 @@ class SsdAnchorsDecoder(Decoder):
         self.nms = nms
         self.boxes_output = boxes_output
         self.scores_output = scores_output
-        self.keypoint_names = list(keypoint_names) if keypoint_names is not None else None
         self._anchors: Dict[Tuple[int, int], np.ndarray] = {}
 
     def anchors(self, input_size: Tuple[int, int]) -> np.ndarray:

@@ -18,6 +18,7 @@ import numpy as np
 from dl_vision.errors import EvaluationError
 from dl_vision.evaluation.bag_io import BagReader, BagWriter
 from dl_vision.evaluation.ground_truth import annotation_mask
+from dl_vision.geometry import xywh_to_xyxy
 from dl_vision.structures import Detections
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -173,8 +174,7 @@ def _coco_detections(anns: Sequence[dict], labels: Dict[int, str], height: int, 
     """COCO annotations of one image -> :class:`Detections` (category id c -> class id c - 1)."""
     if not anns:
         return Detections.empty(labels)
-    boxes = np.array([a["bbox"] for a in anns], np.float32).reshape(-1, 4)
-    boxes[:, 2:] += boxes[:, :2]
+    boxes = xywh_to_xyxy([a["bbox"] for a in anns])
     masks = None
     if all(a.get("segmentation") for a in anns):
         masks = np.stack([annotation_mask(a["segmentation"], height, width) for a in anns])

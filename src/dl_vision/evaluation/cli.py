@@ -94,7 +94,7 @@ def _fleet_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def evaluate_main(argv: Optional[List[str]] = None) -> int:
-    """``evaluate offline|live``: score a model on one bag or many and write the report."""
+    """``evaluate offline|live|agreement``: score a model on one bag or many and write the report."""
     parser = argparse.ArgumentParser(prog="evaluate", description="Score a detector/segmenter on rosbags.")
     sub = parser.add_subparsers(dest="mode", required=True)
     offline = sub.add_parser("offline", help="read the bags directly and run the model here or on Ray (no ROS master)")
@@ -112,8 +112,13 @@ def evaluate_main(argv: Optional[List[str]] = None) -> int:
     _truth_arguments(live, many_bags=False)
     live.add_argument("--rate", type=float, default=1.0, help="playback rate factor")
     live.add_argument("--timeout", type=float, default=600.0, help="wall-clock limit of the run, seconds")
+    from dl_vision.evaluation.agreement import add_agreement_arguments, agreement_main
+
+    add_agreement_arguments(sub.add_parser("agreement", help="score a candidate model against a reference model"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.mode == "agreement":
+        return agreement_main(args)
     try:
         outcome = _run_evaluation(args)
         if isinstance(outcome, Report):

@@ -18,6 +18,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from dl_vision.errors import EvaluationError
+from dl_vision.geometry import xyxy_to_xywh
 
 #: Names of ``COCOeval.stats`` in order (maxDets 1/10/100 as pycocotools defines them).
 STAT_NAMES = (
@@ -38,12 +39,6 @@ STAT_NAMES = (
 
 #: Instance masks: an (N, H, W) bool array, or N COCO RLE dicts from :func:`encode_mask`.
 Masks = Union[np.ndarray, Sequence[dict]]
-
-
-def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
-    """(N, 4) ``x_min, y_min, x_max, y_max`` -> COCO ``x, y, width, height`` (float64)."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
 
 
 def encode_mask(mask: np.ndarray) -> dict:
@@ -117,11 +112,6 @@ class CocoAccumulator:
         if self.masks and mask is not None:
             rle = mask if isinstance(mask, dict) else encode_mask(mask)
             store["segm"].append(dict(ann, id=ann_id, bbox=bbox, segmentation=rle, area=float(mask_utils.area(rle))))
-
-    @property
-    def num_gt(self) -> int:
-        """Number of ground-truth objects added so far."""
-        return len(self.gt["bbox"])
 
     def _coco(self, anns: List[dict]) -> COCO:
         coco = COCO()

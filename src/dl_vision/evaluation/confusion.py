@@ -15,28 +15,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from dl_vision.errors import EvaluationError
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of two box sets.
-
-    Args:
-        a: (N, 4) ``x_min, y_min, x_max, y_max`` pixels.
-        b: (M, 4) boxes in the same frame.
-
-    Returns:
-        (N, M) float64 IoU; 0 where the union is empty.
-    """
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
+from dl_vision.geometry import box_iou
 
 
 def match_greedy(iou: np.ndarray, threshold: float) -> List[tuple]:

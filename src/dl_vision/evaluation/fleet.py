@@ -49,6 +49,7 @@ from dl_vision.evaluation.offline import (
     ShardResult,
     bag_report,
     check_inputs,
+    keypoint_truth,
     make_throughput,
     plan_bag,
     score_shard,
@@ -455,13 +456,23 @@ def pooled_report(
     seg_labels = next((p.seg_labels for p in plans if p.seg_labels is not None), None)
     boxed = [rec for r in results for rec in r.records if rec.boxes is not None]
     masks = bool(boxed) and all(rec.truth_masks is not None and rec.masks is not None for rec in boxed)
+    keypoints = {keypoint_truth(p.coco) for p in plans} - {None}
     first = plans[0]
-    evaluation = Evaluation(class_names or None, seg_labels, first.score_threshold, first.iou_threshold, masks)
+    evaluation = Evaluation(
+        class_names or None,
+        seg_labels,
+        first.score_threshold,
+        first.iou_threshold,
+        next(iter(keypoints)) if len(keypoints) == 1 else None,
+        masks,
+    )
+    if len(keypoints) > 1:
+        evaluation.warn("the bags label different keypoints (%s): no pooled keypoint metrics" % sorted(keypoints))
     evaluation.add(results)
     counts = evaluation.counts
     if counts.unlabelled:
         evaluation.warn("%d of %d frames have no ground truth and were not scored" % (counts.unlabelled, counts.frames))
-    detection, segmentation = evaluation.metrics()
+    detection, segmentation, keypoint_metrics = evaluation.metrics()
     topics = sorted({p.image_topic for p in plans})
     return Report(
         mode="fleet",
@@ -479,4 +490,5 @@ def pooled_report(
         warnings=evaluation.warnings,
         detection=detection,
         segmentation=segmentation,
+        keypoints=keypoint_metrics,
     )

@@ -4,7 +4,10 @@ A COCO file refers to bag frames through extra keys on each ``images`` entry:
 ``"ros_stamp_ns"`` (the image's ``header.stamp`` in nanoseconds, optionally with ``"ros_topic"``)
 or ``"frame_index"`` (0-based position on the image topic). A frame listed with no annotation is
 labelled "no objects" (every prediction on it is a false positive); a frame not listed is not
-labelled and is left out of the scores.
+labelled and is left out of the scores. Keypoints follow COCO's keypoint format: the category
+lists its ``keypoints`` names, each annotation of it ``keypoints`` as ``[x, y, v, ...]`` (v 0:
+not labelled); one category with keypoints is scored (see
+:class:`~dl_vision.evaluation.keypoint_metrics.KeypointAccumulator`).
 
 Inside a bag, ground truth travels on a ``dl_vision/DetectionArray`` topic (boxes, optional masks)
 or a mono8 class-map ``Image`` topic, with the header stamp of the image it describes.
@@ -12,6 +15,7 @@ or a mono8 class-map ``Image`` topic, with the header stamp of the image it desc
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -21,8 +25,10 @@ from pycocotools import mask as mask_utils
 
 from dl_vision.errors import EvaluationError
 from dl_vision.evaluation.bag_io import Frame
+from dl_vision.geometry import xywh_to_xyxy
 
 
+@dataclasses.dataclass(eq=False)
 class FrameTruth:
     """The ground truth of one frame.
 
@@ -33,28 +39,23 @@ class FrameTruth:
         masks: optional (G, H, W) bool instance masks.
         class_map: optional (H, W) uint8 class-id map (semantic segmentation).
         size: ``(width, height)`` of the image the truth was made for, when known.
+        keypoints: optional (G, K, 3) ``(x, y, visibility)`` pixels in the order of the file's
+            keypoint names (visibility 0 where not labelled, and for objects of other classes).
         coco_image: id of the COCO ``images`` entry this truth came from, when it did.
     """
 
-    __slots__ = ("boxes", "class_names", "iscrowd", "masks", "class_map", "size", "coco_image")
+    boxes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 4)))
+    class_names: List[str] = dataclasses.field(default_factory=list)
+    iscrowd: Optional[np.ndarray] = None
+    masks: Optional[np.ndarray] = None
+    class_map: Optional[np.ndarray] = None
+    size: Optional[Tuple[int, int]] = None
+    keypoints: Optional[np.ndarray] = None
+    coco_image: Optional[int] = None
 
-    def __init__(
-        self,
-        boxes: Optional[np.ndarray] = None,
-        class_names: Optional[List[str]] = None,
-        iscrowd: Optional[np.ndarray] = None,
-        masks: Optional[np.ndarray] = None,
-        class_map: Optional[np.ndarray] = None,
-        size: Optional[Tuple[int, int]] = None,
-        coco_image: Optional[int] = None,
-    ) -> None:
-        self.boxes = np.zeros((0, 4)) if boxes is None else np.asarray(boxes, np.float64).reshape(-1, 4)
-        self.class_names = list(class_names or [])
-        self.iscrowd = np.zeros(len(self.boxes), bool) if iscrowd is None else np.asarray(iscrowd, bool)
-        self.masks = masks
-        self.class_map = class_map
-        self.size = size
-        self.coco_image = coco_image
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, np.float64).reshape(-1, 4)
+        self.iscrowd = np.zeros(len(self.boxes), bool) if self.iscrowd is None else np.asarray(self.iscrowd, bool)
 
 
 class CocoGroundTruth:
@@ -81,6 +82,10 @@ class CocoGroundTruth:
                 )
         self.categories: Dict[int, str] = {int(c["id"]): str(c["name"]) for c in data["categories"]}
         self.class_names = [self.categories[k] for k in sorted(self.categories)]
+        with_keypoints = [c for c in data["categories"] if c.get("keypoints")]
+        #: The category whose keypoints are scored (the first that names keypoints) and their names.
+        self.keypoint_class: Optional[str] = str(with_keypoints[0]["name"]) if with_keypoints else None
+        self.keypoint_names: List[str] = [str(n) for n in with_keypoints[0]["keypoints"]] if with_keypoints else []
         self.by_stamp: Dict[int, dict] = {}
         self.by_index: Dict[int, dict] = {}
         for image in data["images"]:
@@ -123,21 +128,37 @@ class CocoGroundTruth:
         if width is None or height is None:
             width, height = frame.size()
         anns = self.annotations.get(int(image["id"]), [])
-        boxes = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
-        boxes[:, 2:] += boxes[:, :2]
+        boxes = xywh_to_xyxy([a["bbox"] for a in anns])
         masks = None
         if self.has_masks:
             masks = np.zeros((len(anns), height, width), bool)
             for i, ann in enumerate(anns):
                 masks[i] = annotation_mask(ann["segmentation"], height, width)
+        names = [self.categories[int(a["category_id"])] for a in anns]
         return FrameTruth(
             boxes,
-            [self.categories[int(a["category_id"])] for a in anns],
+            names,
             [bool(a.get("iscrowd", 0)) for a in anns],
             masks,
             size=(int(width), int(height)),
+            keypoints=self._keypoints(anns, names) if self.keypoint_names else None,
             coco_image=int(image["id"]),
         )
+
+    def _keypoints(self, anns: List[dict], names: List[str]) -> np.ndarray:
+        """(G, K, 3) keypoints of one image's annotations (zeros for objects without)."""
+        count = len(self.keypoint_names)
+        out = np.zeros((len(anns), count, 3))
+        for i, (ann, name) in enumerate(zip(anns, names)):
+            if name == self.keypoint_class and ann.get("keypoints"):
+                flat = np.asarray(ann["keypoints"], np.float64)
+                if flat.size != 3 * count:
+                    raise EvaluationError(
+                        "ground truth %s: annotation %r: expected %d keypoint values (x, y, v for %d names), found %d"
+                        % (self.path, ann.get("id"), 3 * count, count, flat.size)
+                    )
+                out[i] = flat.reshape(count, 3)
+        return out
 
 
 def annotation_mask(segmentation, height: int, width: int) -> np.ndarray:

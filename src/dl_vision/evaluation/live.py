@@ -180,7 +180,7 @@ def run_live(
         detector_spec.labels if detector_spec else None,
         segmenter_spec.labels if segmenter_spec else None,
         name=(detector_spec or segmenter_spec).name,
-        score_threshold=detector_spec.thresholds.score if detector_spec else None,
+        score_threshold=detector_spec.thresholds.score_threshold if detector_spec else None,
     )
     report = evaluate_bag(bag, image_topic, truth, recorded, scoring, progress=False)
     report.mode, report.live = "live", stats

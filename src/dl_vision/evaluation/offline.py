@@ -38,10 +38,11 @@ from dl_vision.evaluation.bag_io import DETECTION_ARRAY, IMAGE, IMAGE_TYPES, Bag
 from dl_vision.evaluation.coco_metrics import CocoAccumulator, encode_mask
 from dl_vision.evaluation.confusion import ConfusionAccumulator
 from dl_vision.evaluation.ground_truth import CocoGroundTruth, FrameTruth
+from dl_vision.evaluation.keypoint_metrics import KeypointAccumulator
 from dl_vision.evaluation.predictions import Prediction, PredictionInfo, PredictionSource
 from dl_vision.evaluation.report import DetectionMetrics, FrameCounts, Report, Source, Throughput
 from dl_vision.evaluation.segmentation_metrics import SegmentationAccumulator
-from dl_vision.structures import LabelTable
+from dl_vision.structures import Detections, LabelTable
 
 LOG = logging.getLogger(__name__)
 
@@ -175,6 +176,10 @@ class FrameRecord:
             (no detector ran, or the truth has no boxes).
         scores: (P,) float32. names: P class names.
         masks: P COCO RLEs of the predicted masks, or None (encoded only when the truth has masks).
+        keypoint_boxes: (R, 4) boxes of the truth's objects of the keypoint class, or None without
+            keypoint truth; keypoint_truth: their (R, K, 3) keypoints; keypoint_areas: (R,) their
+            mask areas (None without masks); keypoint_crowd: (R,) their crowd flags;
+            keypoint_predictions: the predictions of that class that carry keypoints (no masks).
         model_ms: the frame's share of its batch's model time, milliseconds.
     """
 
@@ -190,6 +195,11 @@ class FrameRecord:
         "scores",
         "names",
         "masks",
+        "keypoint_boxes",
+        "keypoint_truth",
+        "keypoint_areas",
+        "keypoint_crowd",
+        "keypoint_predictions",
         "model_ms",
     )
 
@@ -203,14 +213,47 @@ class FrameRecord:
         self.scores = np.zeros(0, np.float32)
         self.names: List[str] = []
         self.masks: Optional[List[dict]] = None
+        self.keypoint_boxes: Optional[np.ndarray] = None
+        self.keypoint_truth: Optional[np.ndarray] = None
+        self.keypoint_areas: Optional[np.ndarray] = None
+        self.keypoint_crowd: Optional[np.ndarray] = None
+        self.keypoint_predictions: Optional[Detections] = None
 
     @classmethod
     def build(
-        cls, frame: Frame, truth: FrameTruth, prediction: Prediction, box_truth: bool, model_ms: float
+        cls,
+        frame: Frame,
+        truth: FrameTruth,
+        prediction: Prediction,
+        box_truth: bool,
+        model_ms: float,
+        keypoint_class: Optional[str] = None,
     ) -> "FrameRecord":
-        """The record of a frame, its truth and its prediction (``box_truth``: the truth has boxes)."""
+        """The record of a frame, its truth and its prediction.
+
+        Args:
+            box_truth: the bag's truth has boxes (else detections are not scored).
+            keypoint_class: the class whose keypoints the truth labels, or None.
+        """
         record = cls(frame.index, prediction.width, prediction.height, model_ms)
         dets = prediction.detections
+        if dets is not None and keypoint_class is not None and truth.keypoints is not None:
+            wanted = np.array([n == keypoint_class for n in truth.class_names], bool).reshape(-1)
+            record.keypoint_boxes, record.keypoint_truth = truth.boxes[wanted], truth.keypoints[wanted]
+            record.keypoint_crowd = truth.iscrowd[wanted]
+            if truth.masks is not None:
+                record.keypoint_areas = truth.masks[wanted].sum(axis=(1, 2))
+            chosen = np.array([n == keypoint_class for n in dets.class_names], bool).reshape(-1)
+            posed = dets[chosen & dets.has_keypoints]
+            record.keypoint_predictions = Detections(
+                posed.xyxy,
+                posed.score,
+                posed.class_id,
+                posed.labels,
+                keypoints=posed.keypoints,
+                keypoint_scores=posed.keypoint_scores,
+                keypoint_schema=posed.keypoint_schema,
+            )
         if not box_truth or dets is None:
             return record
         record.truth_boxes, record.truth_names, record.truth_crowd = truth.boxes, truth.class_names, truth.iscrowd
@@ -333,6 +376,7 @@ def score_shard(
     records: List[FrameRecord] = []
     coco_images: Set[int] = set()
     first_timing = predictions.timing()
+    keypoint_class = coco.keypoint_class if coco is not None and coco.keypoint_names else None
     reported = 0
     for batch in _batches(paired_frames(shard, coco, counts), predictions.batch_size):
         before = predictions.timing()
@@ -352,7 +396,7 @@ def score_shard(
                 )
             if segmentation is not None and truth.class_map is not None and prediction.segmentation is not None:
                 segmentation.add(truth.class_map, prediction.segmentation.class_map)
-            records.append(FrameRecord.build(frame, truth, prediction, shard.truth.has_boxes, model_ms))
+            records.append(FrameRecord.build(frame, truth, prediction, shard.truth.has_boxes, model_ms, keypoint_class))
         if progress is not None:
             progress(counts.frames - reported)
             reported = counts.frames
@@ -412,6 +456,7 @@ class Evaluation:
         seg_labels: ``{id: name}`` of the segmentation classes; None without class-map truth.
         score_threshold: operating threshold for the confusion matrix and P/R/F1.
         iou_threshold: IoU a prediction needs to match a ground-truth box at the operating point.
+        keypoints: ``(class name, keypoint names)`` of the keypoint ground truth, or None.
         masks: score instance masks; None decides on the first scored frame (both the truth and
             the predictions have masks).
     """
@@ -422,6 +467,7 @@ class Evaluation:
         seg_labels: Optional[LabelTable],
         score_threshold: float,
         iou_threshold: float = 0.5,
+        keypoints: Optional[Tuple[str, Sequence[str]]] = None,
         masks: Optional[bool] = None,
     ) -> None:
         self.class_names = list(class_names) if class_names else None
@@ -432,6 +478,7 @@ class Evaluation:
         self.segmentation = None
         if seg_labels is not None:
             self.segmentation = SegmentationAccumulator(max(seg_labels) + 1, seg_labels)
+        self.keypoints = KeypointAccumulator(*keypoints) if keypoints else None
         self.counts = FrameCounts()
         self.warnings: List[str] = []
 
@@ -451,6 +498,16 @@ class Evaluation:
         for _, _, record in keyed:
             if self.class_names is not None and record.boxes is not None:
                 self._add_detections(record)
+            if self.keypoints is not None and record.keypoint_truth is not None:
+                self.keypoints.add(
+                    record.width,
+                    record.height,
+                    record.keypoint_boxes,
+                    record.keypoint_truth,
+                    record.keypoint_predictions,
+                    record.keypoint_areas,
+                    record.keypoint_crowd,
+                )
 
     def _add_detections(self, record: FrameRecord) -> None:
         keep = np.array([n in self.class_index for n in record.names], bool).reshape(-1)
@@ -493,8 +550,8 @@ class Evaluation:
         LOG.warning(message)
         self.warnings.append(message)
 
-    def metrics(self) -> Tuple[Optional[DetectionMetrics], Optional[Dict[str, Any]]]:
-        """``(detection, segmentation)`` metrics.
+    def metrics(self) -> Tuple[Optional[DetectionMetrics], Optional[Dict[str, Any]], Optional[Dict[str, Any]]]:
+        """``(detection, segmentation, keypoints)`` metrics.
 
         Raises:
             EvaluationError: no frame had both ground truth and a prediction, or nothing was scorable.
@@ -518,12 +575,13 @@ class Evaluation:
             )
         if self.segmentation is not None and self.segmentation.frames:
             segmentation = self.segmentation.result()
+        keypoints = self.keypoints.result() if self.keypoints is not None else None
         if detection is None and segmentation is None:
             raise EvaluationError(
                 "evaluation: the ground truth has nothing the predictions can be scored on "
                 "(detections need boxes, segmentation needs class maps)"
             )
-        return detection, segmentation
+        return detection, segmentation, keypoints
 
 
 def _default_class_names(
@@ -677,7 +735,9 @@ def bag_report(plan: BagPlan, results: Sequence[ShardResult], info: PredictionIn
         EvaluationError: frames are missing or counted twice, the ground truth matched no frame,
             or nothing could be scored.
     """
-    evaluation = Evaluation(plan.class_names, plan.seg_labels, plan.score_threshold, plan.iou_threshold)
+    evaluation = Evaluation(
+        plan.class_names, plan.seg_labels, plan.score_threshold, plan.iou_threshold, keypoint_truth(plan.coco)
+    )
     evaluation.add(results)
     counts = evaluation.counts
     if counts.frames != plan.frames or len(results) != len(plan.shards):
@@ -700,7 +760,7 @@ def bag_report(plan: BagPlan, results: Sequence[ShardResult], info: PredictionIn
             )
     if counts.unlabelled:
         evaluation.warn("%d of %d frames have no ground truth and were not scored" % (counts.unlabelled, counts.frames))
-    detection, segmentation = evaluation.metrics()
+    detection, segmentation, keypoints = evaluation.metrics()
     return Report(
         mode="offline",
         model=info.name,
@@ -717,7 +777,13 @@ def bag_report(plan: BagPlan, results: Sequence[ShardResult], info: PredictionIn
         warnings=evaluation.warnings,
         detection=detection,
         segmentation=segmentation,
+        keypoints=keypoints,
     )
+
+
+def keypoint_truth(coco: Optional[CocoGroundTruth]) -> Optional[Tuple[str, Tuple[str, ...]]]:
+    """``(class name, keypoint names)`` of a COCO file's keypoint labels, or None."""
+    return (coco.keypoint_class, tuple(coco.keypoint_names)) if coco is not None and coco.keypoint_names else None
 
 
 def evaluate_bag(

@@ -10,14 +10,17 @@ included); :class:`RecordedPredictions` looks up what a node published for each 
 from __future__ import annotations
 
 import abc
+import inspect
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from dl_vision import messages
+from dl_vision.backends import BACKENDS, ENGINES
+from dl_vision.backends.onnxruntime import PROVIDER_ALIASES
 from dl_vision.evaluation.bag_io import DETECTION_ARRAY, IMAGE, BagReader, Frame
 from dl_vision.frame_processor import FrameProcessor, Outputs
-from dl_vision.spec import ModelSpec
+from dl_vision.spec import CascadeSpec, ModelSpec
 from dl_vision.structures import Detections, LabelTable, Segmentation
 
 
@@ -126,16 +129,22 @@ class ModelSettings:
         runtime: backend options replacing the specs' ``runtime`` entries (e.g. ``{"threads": 1}``).
     """
 
-    detector: Optional[ModelSpec] = None
-    segmenter: Optional[ModelSpec] = None
+    detector: Union[None, ModelSpec, CascadeSpec] = None
+    segmenter: Union[None, ModelSpec, CascadeSpec] = None
     batch_size: int = 8
     score_floor: Optional[float] = None
     runtime: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def specs(self) -> List[ModelSpec]:
-        """The specs to load (detector first)."""
-        return [s for s in (self.detector, self.segmenter) if s is not None]
+        """The model specs to load (detector first; a cascade's first and second stages)."""
+        out: List[ModelSpec] = []
+        for spec in (self.detector, self.segmenter):
+            if isinstance(spec, CascadeSpec):
+                out += [spec.detector] + [stage.model for stage in spec.second_stages]
+            elif spec is not None:
+                out.append(spec)
+        return out
 
     def build(self) -> ModelPredictions:
         """Load the models.
@@ -154,26 +163,25 @@ class ModelSettings:
         return ModelPredictions(FrameProcessor(detector, segmenter), self.batch_size, operating)
 
     def takes_runtime_option(self, option: str) -> bool:
-        """Whether the backend of every spec takes the runtime option ``option`` (e.g. ``threads``)."""
-        import inspect
-
-        from dl_vision.backends import backend_class
-
-        return all(option in inspect.signature(backend_class(s.format).__init__).parameters for s in self.specs)
+        """Whether the backend of every model takes the runtime option ``option`` (e.g. ``threads``)."""
+        return all(option in inspect.signature(BACKENDS.get(_runs_on(s))).parameters for s in self.specs)
 
     def uses_gpu(self) -> bool:
-        """Whether a spec's runtime runs on a GPU: a TensorRT engine, or ONNX Runtime with a CUDA or
-        TensorRT provider named in ``runtime.providers`` (short or full names)."""
-        from dl_vision.backends.onnxruntime import PROVIDER_ALIASES
-
+        """Whether a model runs on a GPU: a TensorRT engine (``format: tensorrt``, or ``runtime.engine:
+        tensorrt``), or ONNX Runtime with a CUDA or TensorRT provider named in ``runtime.providers``."""
         gpu = {PROVIDER_ALIASES["cuda"], PROVIDER_ALIASES["tensorrt"]}
         for spec in self.specs:
             providers = spec.runtime.get("providers") or []
             providers = [providers] if isinstance(providers, str) else providers
             named = {PROVIDER_ALIASES.get(str(p).lower(), str(p)) for p in providers}
-            if spec.format == "tensorrt" or (spec.format == "onnx" and named & gpu):
+            if _runs_on(spec) == "tensorrt" or (spec.format == "onnx" and named & gpu):
                 return True
         return False
+
+
+def _runs_on(spec: ModelSpec) -> str:
+    """The format whose backend runs the spec's file (``runtime.engine`` may pick another)."""
+    return ENGINES.get((spec.format, spec.runtime.get("engine")), spec.format)
 
 
 class RecordedPredictions(PredictionSource):

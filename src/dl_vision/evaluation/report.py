@@ -140,6 +140,8 @@ class Report:
         warnings: partial matches and other things a reader must know.
         detection: detection scores, when detections were scored.
         segmentation: ``mean_iou``, ``pixel_accuracy``, ``per_class_iou``, ... when class maps were.
+        keypoints: ``pck`` per tolerance, ``per_keypoint_pck@0.2`` and ``oks`` (COCO keypoint AP),
+            when the ground truth has keypoints (see :class:`KeypointAccumulator`).
         live: live-run statistics.
     """
 
@@ -151,6 +153,7 @@ class Report:
     warnings: List[str] = field(default_factory=list)
     detection: Optional[DetectionMetrics] = None
     segmentation: Optional[Dict[str, Any]] = None
+    keypoints: Optional[Dict[str, Any]] = None
     live: Optional[LiveStats] = None
 
     def to_dict(self) -> Dict[str, Any]:
@@ -193,7 +196,8 @@ def _build(cls: Type[_T], data: Any) -> _T:
 
 
 def headline_metrics(report: Report) -> Dict[str, float]:
-    """The report's scalar metrics under short names (``mAP``, ``AP50``, ``mIoU``, ``AP/face`` ...).
+    """The report's scalar metrics under short names (``mAP``, ``AP50``, ``mIoU``, ``AP/face``,
+    ``PCK@0.2``, ``keypoint_AP`` ...).
 
     Undefined metrics (``None`` in the report) are left out.
     """
@@ -213,6 +217,12 @@ def headline_metrics(report: Report) -> Dict[str, float]:
         out.update({"mIoU": seg["mean_iou"], "pixel_accuracy": seg["pixel_accuracy"]})
         for name, iou in seg["per_class_iou"].items():
             out["IoU/" + name] = iou
+    keypoints = report.keypoints
+    if keypoints:
+        for alpha, value in keypoints["pck"].items():
+            out["PCK@" + alpha] = value
+        oks = keypoints["oks"] or {}
+        out.update({"keypoint_AP": oks.get("AP"), "keypoint_AP50": oks.get("AP50")})
     out["fps"] = report.throughput.frames_per_s
     live = report.live
     if live:
@@ -317,6 +327,17 @@ def markdown(report: Report, plots: Optional[Dict[str, str]] = None) -> str:
             "|---|---|",
         ]
         lines += ["| %s | %s |" % (name, _fmt(iou)) for name, iou in seg["per_class_iou"].items()]
+    keypoints = report.keypoints
+    if keypoints:
+        lines += [
+            "",
+            "## Keypoints (%s: %d objects, %d labelled keypoints; PCK tolerance = alpha x box diagonal)"
+            % (keypoints["class"], keypoints["objects"], keypoints["keypoints"]),
+            "",
+            "| keypoint | PCK@0.2 |",
+            "|---|---|",
+        ]
+        lines += ["| %s | %s |" % (name, _fmt(v)) for name, v in keypoints["per_keypoint_pck@0.2"].items()]
     live = report.live
     if live:
         lines += [

@@ -1,6 +1,6 @@
-"""ROS glue: message conversions, the latest-frame worker and the vision nodes.
+"""ROS glue: the vision nodes and the ROS-side helpers (image stream, demo report, eval recorder).
 
-:mod:`dl_vision.ros.image_conversion` and :mod:`dl_vision.ros.latest_frame`
-import message classes only (no ``rospy``), so they are testable without a
-master; :mod:`dl_vision.ros.nodes` is the rospy side.
+:mod:`dl_vision.ros.latest_frame` imports no rospy, so it is tested without a master; the
+conversions between messages and values live in the core (:mod:`dl_vision.messages`), the
+per-frame work in :mod:`dl_vision.frame_processor`.
 """

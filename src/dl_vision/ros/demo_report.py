@@ -13,14 +13,14 @@ from __future__ import annotations
 import collections
 import threading
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 import rospy
 from sensor_msgs.msg import Image
 
-from dl_vision.messages import image_to_bgr, mono8_to_array
+from dl_vision.messages import MASK_INSIDE, image_to_bgr, mono8_to_array
 from dl_vision.msg import DetectionArray, LabelTable
 
 FrameKey = Tuple[int, str]
@@ -31,7 +31,7 @@ def describe(detections: Optional[DetectionArray], class_map: Optional[np.ndarra
     parts: List[str] = []
     if detections is not None:
         found = [
-            "%s %.2f [%.0f %.0f %.0f %.0f]" % (d.class_name, d.score, d.x_min, d.y_min, d.x_max, d.y_max)
+            "%s %.2f [%.0f %.0f %.0f %.0f]%s" % (d.class_name, d.score, d.x_min, d.y_min, d.x_max, d.y_max, _extras(d))
             for d in detections.detections
         ]
         parts.append("%d detections%s" % (len(found), (": " + ", ".join(found)) if found else ""))
@@ -44,6 +44,19 @@ def describe(detections: Optional[DetectionArray], class_map: Optional[np.ndarra
         ]
         parts.append("segmentation: " + (", ".join(shares) if shares else "background only"))
     return "; ".join(parts)
+
+
+def _extras(detection: Any) -> str:
+    """`` pose 12/17`` (keypoints scoring 0.3 or more) and `` mask 1234 px`` (non-empty masks) of a detection."""
+    text = ""
+    if len(detection.keypoints):
+        scores = np.asarray(detection.keypoint_scores, np.float32)
+        confident = int((scores >= 0.3).sum()) if scores.size else len(detection.keypoints) // 2
+        text += " pose %d/%d" % (confident, len(detection.keypoints) // 2)
+    pixels = int((mono8_to_array(detection.mask, "mask") >= MASK_INSIDE).sum()) if detection.mask.width else 0
+    if pixels:
+        text += " mask %d px" % pixels
+    return text
 
 
 class DemoReporter:
