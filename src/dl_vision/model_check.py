@@ -1,0 +1,350 @@
+"""Model files checked before a native runtime parses them.
+
+TFLite's interpreter trusts its file: it maps the flatbuffer and follows its offsets without the
+flatbuffers verifier, so a half-copied model (a full disk, an interrupted copy) kills the process
+with a segmentation fault instead of raising. :func:`check_model_file` reads the file first and
+turns such damage into one :class:`~dl_vision.errors.ModelError` line naming the file, what was
+expected and what was found.
+
+- ``tflite``: the file identifier ``TFL3``, then every table, vector and string the interpreter
+  reads (model, operator codes, subgraphs, tensors, operators and their options, buffers,
+  quantization, sparsity, metadata, signatures) lies inside the file, as the flatbuffers
+  verifier checks, and the indices between them (tensor -> buffer, operator -> operator code and
+  tensors, buffer offsets of models over 2 GB) point at things that exist. Python's flatbuffers
+  package has no verifier, so the walk is written here from the TFLite schema (``schema.fbs``,
+  version 3): about 10 ms for the default models, see ``docs/model_formats.md``.
+- ``onnx``, ``frozen_graph``, ``saved_model``, ``keras``: their loaders parse protobuf/HDF5 with
+  bounds checks and raise on damage; the check is only that the file (or SavedModel directory)
+  is not empty.
+
+Formats without an entry are left to their backend.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple, Union
+
+from dl_vision.errors import ModelError
+
+#: Flatbuffers nesting the walk follows at most; TFLite's schema nests 5 deep (model, subgraph,
+#: tensor, sparsity, dimension metadata), so anything deeper is a damaged offset.
+MAX_DEPTH = 16
+
+# Field kinds of the schema tables below: a scalar of N bytes, an offset to a string, a vector
+# of N-byte scalars, a table, a vector of tables, or a union (its type is the previous slot).
+_Field = Tuple[str, Union[int, str, None]]
+_SCALAR, _STRING, _VECTOR, _TABLE, _TABLES, _UNION = "scalar", "string", "vector", "table", "tables", "union"
+
+#: The TFLite schema (tensorflow/lite/schema/schema.fbs) as ``{table: {slot: (kind, detail)}}``,
+#: slot = field id. Only fields whose layout matters for bounds are listed; unknown slots of a
+#: table are checked to lie inside the table.
+_SCHEMA: Dict[str, Dict[int, _Field]] = {
+    "Model": {
+        0: (_SCALAR, 4),  # version
+        1: (_TABLES, "OperatorCode"),
+        2: (_TABLES, "SubGraph"),
+        3: (_STRING, None),  # description
+        4: (_TABLES, "Buffer"),
+        5: (_VECTOR, 4),  # metadata_buffer
+        6: (_TABLES, "Metadata"),
+        7: (_TABLES, "SignatureDef"),
+    },
+    "OperatorCode": {0: (_SCALAR, 1), 1: (_STRING, None), 2: (_SCALAR, 4), 3: (_SCALAR, 4)},
+    "SubGraph": {
+        0: (_TABLES, "Tensor"),
+        1: (_VECTOR, 4),  # inputs
+        2: (_VECTOR, 4),  # outputs
+        3: (_TABLES, "Operator"),
+        4: (_STRING, None),  # name
+    },
+    "Tensor": {
+        0: (_VECTOR, 4),  # shape
+        1: (_SCALAR, 1),  # type
+        2: (_SCALAR, 4),  # buffer
+        3: (_STRING, None),  # name
+        4: (_TABLE, "QuantizationParameters"),
+        5: (_SCALAR, 1),  # is_variable
+        6: (_TABLE, "SparsityParameters"),
+        7: (_VECTOR, 4),  # shape_signature
+        8: (_SCALAR, 1),  # has_rank
+        9: (_TABLES, "VariantSubType"),
+    },
+    "VariantSubType": {0: (_VECTOR, 4), 1: (_SCALAR, 1), 2: (_SCALAR, 1)},
+    "QuantizationParameters": {
+        0: (_VECTOR, 4),  # min
+        1: (_VECTOR, 4),  # max
+        2: (_VECTOR, 4),  # scale
+        3: (_VECTOR, 8),  # zero_point
+        4: (_SCALAR, 1),  # details_type
+        5: (_UNION, "QuantizationDetails"),
+        6: (_SCALAR, 4),  # quantized_dimension
+    },
+    "CustomQuantization": {0: (_VECTOR, 1)},
+    "SparsityParameters": {0: (_VECTOR, 4), 1: (_VECTOR, 4), 2: (_TABLES, "DimensionMetadata")},
+    "DimensionMetadata": {
+        0: (_SCALAR, 1),  # format
+        1: (_SCALAR, 4),  # dense_size
+        2: (_SCALAR, 1),  # array_segments_type
+        3: (_UNION, "SparseIndexVector"),
+        4: (_SCALAR, 1),  # array_indices_type
+        5: (_UNION, "SparseIndexVector"),
+    },
+    "Int32Vector": {0: (_VECTOR, 4)},
+    "Uint16Vector": {0: (_VECTOR, 2)},
+    "Uint8Vector": {0: (_VECTOR, 1)},
+    "Operator": {
+        0: (_SCALAR, 4),  # opcode_index
+        1: (_VECTOR, 4),  # inputs
+        2: (_VECTOR, 4),  # outputs
+        3: (_SCALAR, 1),  # builtin_options_type
+        4: (_UNION, "BuiltinOptions"),
+        5: (_VECTOR, 1),  # custom_options
+        6: (_SCALAR, 1),  # custom_options_format
+        7: (_VECTOR, 1),  # mutating_variable_inputs
+        8: (_VECTOR, 4),  # intermediates
+        9: (_SCALAR, 8),  # large_custom_options_offset
+        10: (_SCALAR, 8),  # large_custom_options_size
+        11: (_SCALAR, 1),  # builtin_options_2_type
+        12: (_UNION, "BuiltinOptions2"),
+    },
+    "Buffer": {0: (_VECTOR, 1), 1: (_SCALAR, 8), 2: (_SCALAR, 8)},  # data, offset, size
+    "Metadata": {0: (_STRING, None), 1: (_SCALAR, 4)},
+    "SignatureDef": {0: (_TABLES, "TensorMap"), 1: (_TABLES, "TensorMap"), 2: (_STRING, None), 4: (_SCALAR, 4)},
+    "TensorMap": {0: (_STRING, None), 1: (_SCALAR, 4)},
+    # Builtin options that hold vectors or strings; every other option table holds scalars only.
+    "ConcatEmbeddingsOptions": {0: (_SCALAR, 4), 1: (_VECTOR, 4), 2: (_VECTOR, 4)},
+    "ReshapeOptions": {0: (_VECTOR, 4)},
+    "SqueezeOptions": {0: (_VECTOR, 4)},
+    "VarHandleOptions": {0: (_STRING, None), 1: (_STRING, None)},
+    "BucketizeOptions": {0: (_VECTOR, 4)},
+    "ScalarOptions": {},
+}
+
+#: ``{union: {type id: table}}``; a type id not listed is checked as a table of scalars.
+_UNIONS: Dict[str, Dict[int, str]] = {
+    "QuantizationDetails": {1: "CustomQuantization"},
+    "SparseIndexVector": {1: "Int32Vector", 2: "Uint16Vector", 3: "Uint8Vector"},
+    "BuiltinOptions": {
+        3: "ConcatEmbeddingsOptions",
+        17: "ReshapeOptions",
+        30: "SqueezeOptions",
+        111: "VarHandleOptions",
+        115: "BucketizeOptions",
+    },
+    "BuiltinOptions2": {},
+}
+
+
+class _Damaged(Exception):
+    """Where the flatbuffer walk found something outside the file (internal to the walk)."""
+
+
+_I32, _U32, _U16 = struct.Struct("<i"), struct.Struct("<I"), struct.Struct("<H")
+_SCALARS = {1: "<B", 4: "<I", 8: "<Q"}
+
+
+class _FlatBuffer:
+    """Bounds-checked reads of one flatbuffer, and the walk over the TFLite schema."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.size = len(data)
+
+    def _u32(self, pos: int, what: str) -> int:
+        if pos < 0 or pos + 4 > self.size:
+            raise _Damaged("%s at byte %d (the file has %d bytes)" % (what, pos, self.size))
+        return _U32.unpack_from(self.data, pos)[0]
+
+    def fields(self, pos: int, path: str) -> Tuple[Dict[int, int], int]:
+        """``({slot: field position}, table size)`` of the table at ``pos``, its vtable checked."""
+        if pos < 0 or pos + 4 > self.size:
+            raise _Damaged("%s table at byte %d (the file has %d bytes)" % (path, pos, self.size))
+        vtable = pos - _I32.unpack_from(self.data, pos)[0]
+        if vtable < 0 or vtable + 4 > self.size:
+            raise _Damaged("%s vtable at byte %d (the file has %d bytes)" % (path, vtable, self.size))
+        vtable_size, table_size = struct.unpack_from("<HH", self.data, vtable)
+        if vtable_size < 4 or vtable_size % 2 or vtable + vtable_size > self.size or pos + table_size > self.size:
+            raise _Damaged(
+                "%s: a table of %d bytes at byte %d with a vtable of %d bytes at byte %d (the file has %d bytes)"
+                % (path, table_size, pos, vtable_size, vtable, self.size)
+            )
+        offsets = struct.unpack_from("<%dH" % ((vtable_size - 4) // 2), self.data, vtable + 4)
+        return {slot: pos + offset for slot, offset in enumerate(offsets) if offset}, pos + table_size
+
+    def verify(self, pos: int, name: str, depth: int, path: str, skip: Tuple[int, ...] = ()) -> Dict[int, int]:
+        """Check the table at ``pos`` and, recursively, what its fields point to; its fields.
+
+        ``skip``: slots whose vectors of tables the caller walks itself (their offsets are checked here).
+        """
+        if depth > MAX_DEPTH:
+            raise _Damaged("%s nested deeper than %d tables" % (path, MAX_DEPTH))
+        fields, end = self.fields(pos, path)
+        schema = _SCHEMA.get(name, {})
+        for slot, field in fields.items():
+            kind, detail = schema.get(slot, (_SCALAR, 1))
+            if field + (int(detail) if kind == _SCALAR else 4) > end:
+                raise _Damaged("%s field %d: outside its table (byte %d)" % (path, slot, field))
+            if slot in skip:
+                continue
+            if kind == _STRING:
+                self.vector(field, 1, path, terminated=True)
+            elif kind == _VECTOR:
+                self.vector(field, int(detail), path)
+            elif kind == _TABLE:
+                self.verify(self.follow(field, path), str(detail), depth + 1, path + "." + str(detail))
+            elif kind == _TABLES:
+                for element in self.tables(field, path):
+                    self.verify(element, str(detail), depth + 1, path + "." + str(detail))
+            elif kind == _UNION and slot - 1 in fields:
+                union_type = self.data[fields[slot - 1]]
+                if union_type:
+                    member = _UNIONS[str(detail)].get(union_type, "")
+                    self.verify(self.follow(field, path), member, depth + 1, "%s.%s(%d)" % (path, detail, union_type))
+        return fields
+
+    def follow(self, pos: int, path: str) -> int:
+        """The position an unsigned offset at ``pos`` points to."""
+        return pos + self._u32(pos, path + " offset")
+
+    def vector(self, pos: int, width: int, path: str, terminated: bool = False) -> Tuple[int, int]:
+        """``(position of the first element, length)`` of the vector an offset at ``pos`` points to."""
+        start = self.follow(pos, path)
+        length = self._u32(start, path + " vector length")
+        end = start + 4 + length * width + (1 if terminated else 0)
+        if end > self.size:
+            raise _Damaged(
+                "%s: a %s of %d elements ending at byte %d (the file has %d bytes)"
+                % (path, "string" if terminated else "vector", length, end, self.size)
+            )
+        return start + 4, length
+
+    def tables(self, pos: int, path: str) -> List[int]:
+        """Positions of the tables of the vector of tables an offset at ``pos`` points to."""
+        first, length = self.vector(pos, 4, path)
+        return [
+            first + 4 * i + offset for i, offset in enumerate(struct.unpack_from("<%dI" % length, self.data, first))
+        ]
+
+    def ints(self, fields: Dict[int, int], slot: int) -> List[int]:
+        """The int32 vector in ``slot`` of a verified table (empty when absent)."""
+        if slot not in fields:
+            return []
+        first, length = self.vector(fields[slot], 4, "")
+        return list(struct.unpack_from("<%di" % length, self.data, first))
+
+    def scalar(self, fields: Dict[int, int], slot: int, width: int) -> int:
+        """The unsigned scalar in ``slot`` of a verified table (0 when absent)."""
+        return struct.unpack_from(_SCALARS[width], self.data, fields[slot])[0] if slot in fields else 0
+
+
+def check_tflite(path: Path) -> None:
+    """Check a ``.tflite`` flatbuffer's structure and cross-references (see the module docstring).
+
+    Raises:
+        ModelError: naming the file, what was expected and what was found.
+    """
+    data = _read_file(path, "TFLite model")
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise ModelError(
+            "%s: expected a TFLite flatbuffer (file identifier TFL3 at byte 4), found %s"
+            % (path, "%d bytes" % len(data) if len(data) < 8 else "%r" % bytes(data[4:8]))
+        )
+    buffer = _FlatBuffer(data)
+    try:
+        _check_model(buffer)
+    except _Damaged as err:
+        raise ModelError(
+            "%s: expected a complete TFLite flatbuffer, found %s: the file is truncated or damaged, copy it again"
+            % (path, err)
+        ) from None
+
+
+def _check_model(buffer: _FlatBuffer) -> None:
+    """One walk: the structure of every table, and the indices between them."""
+    model = buffer.verify(buffer.follow(0, "root"), "Model", 0, "model", skip=(2, 4))
+    codes = len(buffer.tables(model[1], "model.operator_codes")) if 1 in model else 0
+    buffers = buffer.tables(model[4], "model.buffers") if 4 in model else []
+    for index, position in enumerate(buffers):
+        fields = buffer.verify(position, "Buffer", 1, "model.buffer")
+        offset, size = buffer.scalar(fields, 1, 8), buffer.scalar(fields, 2, 8)
+        if offset > 1 and offset + size > buffer.size:  # offset 1 marks "no data" in the schema
+            raise _Damaged("buffer %d: %d bytes of data at byte %d" % (index, size, offset))
+    subgraphs = buffer.tables(model[2], "model.subgraphs") if 2 in model else []
+    if not subgraphs:
+        raise _Damaged("a model without subgraphs")
+    for s, position in enumerate(subgraphs):
+        sub = buffer.verify(position, "SubGraph", 1, "model.subgraph", skip=(0, 3))
+        tensors = buffer.tables(sub[0], "model.subgraph.tensors") if 0 in sub else []
+        for t, tensor_position in enumerate(tensors):
+            used = buffer.scalar(buffer.verify(tensor_position, "Tensor", 2, "model.subgraph.tensor"), 2, 4)
+            if used >= max(len(buffers), 1):
+                raise _Damaged("subgraph %d tensor %d naming buffer %d of %d" % (s, t, used, len(buffers)))
+        for what, slot in (("inputs", 1), ("outputs", 2)):
+            _check_indices(buffer.ints(sub, slot), len(tensors), "subgraph %d %s" % (s, what))
+        operators = buffer.tables(sub[3], "model.subgraph.operators") if 3 in sub else []
+        for o, operator_position in enumerate(operators):
+            op = buffer.verify(operator_position, "Operator", 2, "model.subgraph.operator")
+            if buffer.scalar(op, 0, 4) >= codes:
+                raise _Damaged(
+                    "subgraph %d operator %d naming operator code %d of %d" % (s, o, buffer.scalar(op, 0, 4), codes)
+                )
+            for what, slot in (("inputs", 1), ("outputs", 2), ("intermediates", 8)):
+                _check_indices(buffer.ints(op, slot), len(tensors), "subgraph %d operator %d %s" % (s, o, what))
+
+
+def _check_indices(indices: List[int], count: int, what: str) -> None:
+    for index in indices:
+        if not -1 <= index < count:  # -1 marks an optional input left out
+            raise _Damaged("%s naming tensor %d of %d" % (what, index, count))
+
+
+def _read_file(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise ModelError("%s %s: cannot be read (%s)" % (what, path, err.strerror or err)) from err
+
+
+def _check_not_empty(path: Path) -> None:
+    """Protobuf and HDF5 loaders raise on damage; an empty file or directory gets a clearer line here."""
+    if path.is_dir():
+        if not any(path.iterdir()):
+            raise ModelError("%s: expected a model directory, found an empty directory" % path)
+    elif path.stat().st_size == 0:
+        raise ModelError("%s: expected a model file, found an empty file" % path)
+
+
+#: ``format -> check``: the formats whose files are checked before loading.
+CHECKS: Dict[str, Callable[[Path], None]] = {
+    "tflite": check_tflite,
+    "onnx": _check_not_empty,
+    "frozen_graph": _check_not_empty,
+    "saved_model": _check_not_empty,
+    "keras": _check_not_empty,
+}
+
+
+def check_model_file(fmt: str, path: Union[str, Path]) -> Optional[str]:
+    """Check a model file before its runtime parses it.
+
+    Args:
+        fmt: the spec's format (``tflite``, ``onnx``, ...).
+        path: the model file or directory.
+
+    Returns:
+        The name of the check that ran, or None when the format has none.
+
+    Raises:
+        ModelError: the file is missing or damaged; one line naming the file, what was expected
+            and what was found.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelError("model file %s does not exist" % path)
+    check = CHECKS.get(fmt)
+    if check is None:
+        return None
+    check(path)
+    return check.__name__.lstrip("_")
