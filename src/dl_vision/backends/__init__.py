@@ -62,6 +62,7 @@ def create_backend(fmt: str, path: Union[str, Path], **options: Any) -> Backend:
                 "runtime.engine: expected %s for format %s, found %r"
                 % (" or ".join(choices) or "nothing (no alternative runtime)", fmt, engine)
             )
-    BACKENDS.get(fmt)  # an unknown format is a spec error before anything reads the file
+    runs_on = ENGINES.get((fmt, engine), fmt)
+    BACKENDS.check_options(runs_on, options, ("path",))  # spec errors first, then the file
     check_model_file(fmt, path)
-    return BACKENDS.create(ENGINES.get((fmt, engine), fmt), options, path=Path(path))
+    return BACKENDS.create(runs_on, options, path=Path(path))
