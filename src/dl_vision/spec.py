@@ -69,6 +69,13 @@ _THRESHOLD_FIELDS = {
 }
 
 
+def _reason(err: Exception) -> str:
+    """Why a file could not be read: the OS's reason, or where its text is not UTF-8."""
+    if isinstance(err, UnicodeDecodeError):
+        return "expected UTF-8 text, found byte 0x%02x at %d" % (err.object[err.start], err.start)
+    return str(getattr(err, "strerror", None) or err)
+
+
 def _spec_error(source: str, field: str, message: str) -> ConfigError:
     return ConfigError("%s: %s: %s" % (source, field, message))
 
@@ -281,13 +288,13 @@ def _parse_labels(source: str, base: Path, value: Any) -> LabelTable:
         path = Path(os.path.expanduser(value))
         path = path if path.is_absolute() else base / path
         try:
-            text = path.read_text()
-        except OSError as err:
-            raise _spec_error(source, "labels", "cannot read label file %s: %s" % (path, err.strerror or err)) from err
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise _spec_error(source, "labels", "cannot read label file %s: %s" % (path, _reason(err))) from err
         if path.suffix.lower() in (".yaml", ".yml", ".json"):
             try:
                 loaded = yaml.safe_load(text)
-            except yaml.YAMLError as err:
+            except (yaml.YAMLError, RecursionError) as err:  # RecursionError: nesting deeper than the parser follows
                 raise _spec_error(source, "labels", "label file %s is not valid YAML: %s" % (path, err)) from err
             return _parse_labels(source, base, loaded if not isinstance(loaded, str) else [loaded])
         return {i: line.strip() for i, line in enumerate(text.splitlines()) if line.strip()}
@@ -469,10 +476,10 @@ def load_spec(name_or_path: Union[str, Path, ModelSpec]) -> ModelSpec:
         return name_or_path
     path = resolve_spec_path(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigError("cannot read model spec %s: %s" % (path, err.strerror or err)) from err
-    except yaml.YAMLError as err:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError("cannot read model spec %s: %s" % (path, _reason(err))) from err
+    except (yaml.YAMLError, RecursionError) as err:  # RecursionError: nesting deeper than the parser follows
         detail = " ".join(str(err).split())
         raise ConfigError("%s: not valid YAML: %s" % (path, detail)) from err
     return ModelSpec.from_dict(data, source=str(path), base_dir=path.parent)
