@@ -154,21 +154,21 @@ class _FlatBuffer:
 
     def _u32(self, pos: int, what: str) -> int:
         if pos < 0 or pos + 4 > self.size:
-            raise _Damaged("%s at byte %d (the file has %d bytes)" % (what, pos, self.size))
+            raise _Damaged("%s at byte %d, beyond the end of the file" % (what, pos))
         return _U32.unpack_from(self.data, pos)[0]
 
     def fields(self, pos: int, path: str) -> Tuple[Dict[int, int], int]:
         """``({slot: field position}, table size)`` of the table at ``pos``, its vtable checked."""
         if pos < 0 or pos + 4 > self.size:
-            raise _Damaged("%s table at byte %d (the file has %d bytes)" % (path, pos, self.size))
+            raise _Damaged("%s: a table at byte %d, beyond the end of the file" % (path, pos))
         vtable = pos - _I32.unpack_from(self.data, pos)[0]
         if vtable < 0 or vtable + 4 > self.size:
-            raise _Damaged("%s vtable at byte %d (the file has %d bytes)" % (path, vtable, self.size))
+            raise _Damaged("%s: a vtable at byte %d, beyond the end of the file" % (path, vtable))
         vtable_size, table_size = struct.unpack_from("<HH", self.data, vtable)
         if vtable_size < 4 or vtable_size % 2 or vtable + vtable_size > self.size or pos + table_size > self.size:
             raise _Damaged(
-                "%s: a table of %d bytes at byte %d with a vtable of %d bytes at byte %d (the file has %d bytes)"
-                % (path, table_size, pos, vtable_size, vtable, self.size)
+                "%s: a table of %d bytes at byte %d with a vtable of %d bytes at byte %d, not inside the file"
+                % (path, table_size, pos, vtable_size, vtable)
             )
         offsets = struct.unpack_from("<%dH" % ((vtable_size - 4) // 2), self.data, vtable + 4)
         return {slot: pos + offset for slot, offset in enumerate(offsets) if offset}, pos + table_size
@@ -206,17 +206,17 @@ class _FlatBuffer:
 
     def follow(self, pos: int, path: str) -> int:
         """The position an unsigned offset at ``pos`` points to."""
-        return pos + self._u32(pos, path + " offset")
+        return pos + self._u32(pos, path + ": an offset")
 
     def vector(self, pos: int, width: int, path: str, terminated: bool = False) -> Tuple[int, int]:
         """``(position of the first element, length)`` of the vector an offset at ``pos`` points to."""
         start = self.follow(pos, path)
-        length = self._u32(start, path + " vector length")
+        length = self._u32(start, path + ": a vector")
         end = start + 4 + length * width + (1 if terminated else 0)
         if end > self.size:
             raise _Damaged(
-                "%s: a %s of %d elements ending at byte %d (the file has %d bytes)"
-                % (path, "string" if terminated else "vector", length, end, self.size)
+                "%s: a %s of %d elements ending at byte %d, beyond the end of the file"
+                % (path, "string" if terminated else "vector", length, end)
             )
         return start + 4, length
 
@@ -256,8 +256,8 @@ def check_tflite(path: Path) -> None:
         _check_model(buffer)
     except _Damaged as err:
         raise ModelError(
-            "%s: expected a complete TFLite flatbuffer, found %s: the file is truncated or damaged, copy it again"
-            % (path, err)
+            "%s: expected a complete TFLite flatbuffer, found %s (the file has %d bytes): it is truncated or "
+            "damaged, copy it again" % (path, err, len(data))
         ) from None
 
 
