@@ -9,8 +9,9 @@ annotated image as ``<stem>.annotated.png`` beside the input (or in
 
 A sample image name (``astronaut``, ``coffee``, ... see :mod:`dl_vision.assets`)
 may stand in for a path; its annotated image goes to the current directory
-unless ``--out-dir`` says otherwise. Errors of the package print one line on
-stderr and exit with status 2.
+unless ``--out-dir`` says otherwise. A user's error (a bad spec, a damaged model file, an
+image that does not decode) is one ``error: ...`` line on stderr and exit status 2, like every
+command-line tool of the package.
 """
 
 from __future__ import annotations
@@ -155,5 +156,5 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return run(args)
     except DlVisionError as err:
-        print("infer: error: %s" % err, file=sys.stderr)
+        print("error: %s" % err, file=sys.stderr)
         return EXIT_ERROR
