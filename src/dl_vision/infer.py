@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
@@ -42,7 +43,7 @@ def resolve_image(name: str) -> Path:
         ImageConversionError: neither a file nor a sample name.
     """
     path = Path(name)
-    if path.is_file():
+    if os.path.isfile(path):  # os.path: False, not OSError, for a name too long
         return path
     if name in assets.SAMPLE_IMAGES:
         return assets.fetch(name)

@@ -22,6 +22,7 @@ Formats without an entry are left to their backend.
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
@@ -309,7 +310,7 @@ def _read_file(path: Path, what: str) -> bytes:
 
 def _check_not_empty(path: Path) -> None:
     """Protobuf and HDF5 loaders raise on damage; an empty file or directory gets a clearer line here."""
-    if path.is_dir():
+    if os.path.isdir(path):
         if not any(path.iterdir()):
             raise ModelError("%s: expected a model directory, found an empty directory" % path)
     elif path.stat().st_size == 0:
@@ -341,7 +342,7 @@ def check_model_file(fmt: str, path: Union[str, Path]) -> Optional[str]:
             and what was found.
     """
     path = Path(path)
-    if not path.exists():
+    if not os.path.exists(path):  # os.path: False, not OSError, for a name too long
         raise ModelError("model file %s does not exist" % path)
     check = CHECKS.get(fmt)
     if check is None:

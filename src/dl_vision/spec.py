@@ -414,7 +414,7 @@ class ModelSpec:
             except AssetError as err:
                 raise AssetError("%s: file.asset %s: %s" % (self.source, self.asset, err)) from err
         assert self.file is not None
-        if not self.file.exists():
+        if not os.path.exists(self.file):  # os.path: False, not OSError, for a name too long
             raise ModelError("%s: file: model file %s does not exist" % (self.source, self.file))
         return self.file
 
@@ -453,12 +453,12 @@ def resolve_spec_path(name_or_path: Union[str, Path]) -> Path:
     text = str(name_or_path)
     candidate = Path(os.path.expanduser(text))
     if candidate.suffix.lower() in (".yaml", ".yml") or os.sep in text:
-        if not candidate.is_file():
+        if not os.path.isfile(candidate):  # os.path: False, not OSError, for a name too long
             raise ConfigError("model spec file %s does not exist" % candidate)
         return candidate
     for d in spec_search_path():
         path = d / (text + ".yaml")
-        if path.is_file():
+        if os.path.isfile(path):
             return path
     raise ConfigError(
         "unknown model spec %r: expected a .yaml path or one of %s"
