@@ -108,7 +108,7 @@ class BagReader:
     def __init__(self, path, allow_partial: bool = False) -> None:
         self.path = Path(path)
         self.allow_partial = allow_partial
-        if not self.path.is_file():
+        if not os.path.isfile(self.path):  # os.path: False, not OSError, for a name too long
             raise EvaluationError("bag: expected a ROS 1 bag file at %s, found nothing" % self.path)
         #: What a partial read lost: the sequential reader's damage, messages skipped, a read that stopped early.
         self.skipped_messages = 0
