@@ -453,6 +453,8 @@ def resolve_spec_path(name_or_path: Union[str, Path]) -> Path:
     text = str(name_or_path)
     candidate = Path(os.path.expanduser(text))
     if candidate.suffix.lower() in (".yaml", ".yml") or os.sep in text:
+        if os.path.isdir(candidate):
+            raise ConfigError("model spec %s: expected a YAML file, found a directory" % candidate)
         if not os.path.isfile(candidate):  # os.path: False, not OSError, for a name too long
             raise ConfigError("model spec file %s does not exist" % candidate)
         return candidate
