@@ -13,17 +13,28 @@ expected and what was found.
   tensors, buffer offsets of models over 2 GB) point at things that exist. Python's flatbuffers
   package has no verifier, so the walk is written here from the TFLite schema (``schema.fbs``,
   version 3): about 10 ms for the default models, see ``docs/model_formats.md``.
-- ``onnx``, ``frozen_graph``, ``saved_model``, ``keras``: their loaders parse protobuf/HDF5 with
-  bounds checks and raise on damage; the check is only that the file (or SavedModel directory)
-  is not empty.
+- ``onnx``: protobuf parsing is safe, but a damaged file can still describe a graph that ONNX
+  Runtime (and ``onnx.checker``'s shape inference) abort on, e.g. a Conv input of rank 2. The first
+  load of each file therefore happens in a child process: the verdict is cached under
+  ``$DL_VISION_CACHE/model_checks`` by the file's sha256 and the ONNX Runtime version, so later
+  starts pay only the hash (0.1 s for 70 MB). A child that dies by a signal is a ModelError.
+- ``frozen_graph``, ``saved_model``, ``keras``: their loaders parse protobuf/HDF5 with bounds
+  checks and raise on damage; the check is only that the file (or SavedModel directory) is not
+  empty.
 
 Formats without an entry are left to their backend.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
+import signal
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
@@ -308,6 +319,88 @@ def _read_file(path: Path, what: str) -> bytes:
         raise ModelError("%s %s: cannot be read (%s)" % (what, path, err.strerror or err)) from err
 
 
+_LOG = logging.getLogger("dl_vision")
+
+#: Seconds a first load in a child process may take before the check gives up (and lets the load run).
+CHILD_TIMEOUT_S = 300.0
+
+# Runs in the child: load the model with its backend (no check: that is this) and run it once on zeros.
+_CHILD_LOAD = r"""
+import sys
+from pathlib import Path
+import numpy as np
+from dl_vision.backends import BACKENDS
+from dl_vision.errors import DlVisionError
+try:
+    backend = BACKENDS.create(sys.argv[1], {"providers": ["cpu"]}, path=Path(sys.argv[2]))
+    backend.run({i.name: np.zeros([d or 1 for d in i.shape], i.dtype) for i in backend.inputs})
+except DlVisionError:
+    pass  # the load in the parent raises the same error, with its own line
+"""
+
+
+def check_onnx(path: Path) -> None:
+    """Load an ONNX model once in a child process (verdict cached by sha256); a crash is a ModelError.
+
+    Raises:
+        ModelError: the file is empty, or loading it killed the child process.
+    """
+    _check_not_empty(path)
+    try:
+        from importlib import metadata
+
+        runtime = "onnxruntime-%s" % metadata.version("onnxruntime")
+    except Exception:  # noqa: BLE001 - not installed (or no metadata): the backend reports that itself
+        return
+    digest = hashlib.sha256(_read_file(path, "ONNX model")).hexdigest()
+    from dl_vision.assets import cache_dir
+
+    verdict_file = cache_dir() / "model_checks" / ("%s-%s.json" % (digest, runtime))
+    verdict = _cached(verdict_file)
+    if verdict is None:
+        verdict = _load_in_child("onnx", path)
+        if verdict is None:
+            return
+        try:
+            verdict_file.parent.mkdir(parents=True, exist_ok=True)
+            verdict_file.write_text(json.dumps({"file": str(path), "verdict": verdict}))
+        except OSError as err:  # a read-only cache: check again next time
+            _LOG.info("model check verdict not cached (%s)", err)
+    if verdict != "ok":
+        raise ModelError(
+            "%s: expected an ONNX model %s loads, found one that crashes it (%s): the file is damaged "
+            "or not a model for this runtime; copy it again or export it again" % (path, runtime, verdict)
+        )
+
+
+def _cached(verdict_file: Path) -> Optional[str]:
+    try:
+        return str(json.loads(verdict_file.read_text())["verdict"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _load_in_child(fmt: str, path: Path) -> Optional[str]:
+    """``"ok"``, or how the child died; None when it ran out of time (no verdict)."""
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", _CHILD_LOAD, fmt, str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,  # the runtime's own dying words (an assertion) say less than the signal
+            timeout=CHILD_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        _LOG.warning("%s: a first load in a child process took over %d s; not checked", path, CHILD_TIMEOUT_S)
+        return None
+    if result.returncode >= 0:
+        return "ok"  # a clean exit: loaded, or an error the parent's load reports itself
+    try:
+        name = signal.Signals(-result.returncode).name
+    except ValueError:
+        name = "signal %d" % -result.returncode
+    return "%s in a test load" % name
+
+
 def _check_not_empty(path: Path) -> None:
     """Protobuf and HDF5 loaders raise on damage; an empty file or directory gets a clearer line here."""
     if os.path.isdir(path):
@@ -320,7 +413,7 @@ def _check_not_empty(path: Path) -> None:
 #: ``format -> check``: the formats whose files are checked before loading.
 CHECKS: Dict[str, Callable[[Path], None]] = {
     "tflite": check_tflite,
-    "onnx": _check_not_empty,
+    "onnx": check_onnx,
     "frozen_graph": _check_not_empty,
     "saved_model": _check_not_empty,
     "keras": _check_not_empty,

@@ -10,7 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from onnx import TensorProto, helper
 
 from dl_vision import assets
 from dl_vision.errors import ModelError
@@ -121,3 +123,40 @@ def test_a_truncated_model_through_the_loader_is_an_error_not_a_crash(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "%s: expected a complete TFLite flatbuffer" % truncated in result.stdout
+
+
+def _onnx_model(path, input_shape):
+    """A Conv + Reshape ONNX model (a YOLO-style head); an input of rank 2 makes ONNX Runtime abort."""
+    weights = np.random.default_rng(0).normal(0, 0.1, (6, 3, 3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["images", "w"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("Reshape", ["c", "shape"], ["output0"]),
+        ],
+        "head",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, input_shape)],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 6, 64])],
+        [
+            helper.make_tensor("w", TensorProto.FLOAT, weights.shape, weights.tobytes(), raw=True),
+            helper.make_tensor("shape", TensorProto.INT64, [3], [0, 6, 64]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_an_onnx_model_that_crashes_onnx_runtime_is_caught_in_a_child_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("DL_VISION_CACHE", str(tmp_path / "cache"))
+    good = _onnx_model(tmp_path / "good.onnx", [1, 3, 8, 8])
+    assert check_model_file("onnx", good) == "check_onnx"
+    bad = _onnx_model(tmp_path / "bad.onnx", [1, 3])  # what one bit flip in a 10 KB model did
+    with pytest.raises(ModelError, match="found one that crashes it \\(SIGABRT in a test load\\)"):
+        check_model_file("onnx", bad)
+    verdicts = sorted(p.read_text() for p in (tmp_path / "cache" / "model_checks").glob("*.json"))
+    assert len(verdicts) == 2 and '"verdict": "ok"' in verdicts[0] + verdicts[1]
+    monkeypatch.setattr(subprocess, "run", None)  # cached: no second child
+    assert check_model_file("onnx", good) == "check_onnx"
+    with pytest.raises(ModelError, match="SIGABRT"):
+        check_model_file("onnx", bad)
