@@ -169,17 +169,18 @@ class BagReader:
         indexed = self._indexed.get(topic, ("", 0))[1] if self._indexed is not None else None
         if self.damage is None and not self.skipped_messages and not self.stopped:
             return None
-        lines = ["bag %s is damaged (--allow-partial)" % self.path]
+        parts = ["bag %s is damaged (--allow-partial)" % self.path]
         if self.damage is not None:
-            lines.append(describe_damage(self.damage, frames_read, indexed))
+            parts.append(describe_damage(self.damage, frames_read, indexed))
         else:
-            lines.append("read %d of the %d frames the index lists" % (frames_read, indexed or 0))
+            parts.append("read %d of the %d frames the index lists" % (frames_read, indexed or 0))
         if self.skipped_messages:
-            lines.append("%d messages did not deserialise and were skipped" % self.skipped_messages)
+            parts.append("%d messages did not deserialise and were skipped" % self.skipped_messages)
         if self.stopped:
-            lines.append("reading stopped early: %s" % self.stopped)
-        lines.append("`rosbag reindex` repairs an unindexed or truncated bag")
-        return "; ".join(lines)
+            parts.append("reading stopped early: %s" % self.stopped)
+        if self.damage is not None:
+            parts.append("`rosbag reindex` repairs an unindexed or truncated bag")
+        return "; ".join(parts)
 
     def __enter__(self) -> "BagReader":
         return self
