@@ -12,7 +12,7 @@ expected and what was found.
   verifier checks, and the indices between them (tensor -> buffer, operator -> operator code and
   tensors, buffer offsets of models over 2 GB) point at things that exist. Python's flatbuffers
   package has no verifier, so the walk is written here from the TFLite schema (``schema.fbs``,
-  version 3): about 10 ms for the default models, see ``docs/model_formats.md``.
+  version 3): 2 to 10 ms for the default models (the README's "Damaged files and errors").
 - ``onnx``: protobuf parsing is safe, but a damaged file can still describe a graph that ONNX
   Runtime (and ``onnx.checker``'s shape inference) abort on, e.g. a Conv input of rank 2. The first
   load of each file therefore happens in a child process: the verdict is cached under
@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from dl_vision.errors import ModelError
+
+_LOG = logging.getLogger("dl_vision")
 
 #: Flatbuffers nesting the walk follows at most; TFLite's schema nests 5 deep (model, subgraph,
 #: tensor, sparsity, dimension metadata), so anything deeper is a damaged offset.
@@ -153,7 +155,7 @@ class _Damaged(Exception):
     """Where the flatbuffer walk found something outside the file (internal to the walk)."""
 
 
-_I32, _U32, _U16 = struct.Struct("<i"), struct.Struct("<I"), struct.Struct("<H")
+_I32, _U32 = struct.Struct("<i"), struct.Struct("<I")
 _SCALARS = {1: "<B", 4: "<I", 8: "<Q"}
 
 
@@ -318,8 +320,6 @@ def _read_file(path: Path, what: str) -> bytes:
     except OSError as err:
         raise ModelError("%s %s: cannot be read (%s)" % (what, path, err.strerror or err)) from err
 
-
-_LOG = logging.getLogger("dl_vision")
 
 #: Seconds a first load in a child process may take before the check gives up (and lets the load run).
 CHILD_TIMEOUT_S = 300.0
