@@ -10,7 +10,9 @@ expected and what was found.
   reads (model, operator codes, subgraphs, tensors, operators and their options, buffers,
   quantization, sparsity, metadata, signatures) lies inside the file, as the flatbuffers
   verifier checks, and the indices between them (tensor -> buffer, operator -> operator code and
-  tensors, buffer offsets of models over 2 GB) point at things that exist. Python's flatbuffers
+  tensors, buffer offsets of models over 2 GB) point at things that exist; a sparse tensor's
+  segments and indices, which the interpreter follows when it densifies the tensor, must fit its
+  shape and its stored values (random bytes there made it write out of bounds). Python's flatbuffers
   package has no verifier, so the walk is written here from the TFLite schema (``schema.fbs``,
   version 3): 2 to 10 ms for the default models (the README's "Damaged files and errors").
 - ``onnx``: protobuf parsing is safe, but a damaged file can still describe a graph that ONNX
@@ -37,6 +39,8 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
+
+import numpy as np
 
 from dl_vision.errors import ModelError
 
@@ -292,9 +296,14 @@ def _check_model(buffer: _FlatBuffer) -> None:
         sub = buffer.verify(position, "SubGraph", 1, "model.subgraph", skip=(0, 3))
         tensors = buffer.tables(sub[0], "model.subgraph.tensors") if 0 in sub else []
         for t, tensor_position in enumerate(tensors):
-            used = buffer.scalar(buffer.verify(tensor_position, "Tensor", 2, "model.subgraph.tensor"), 2, 4)
+            tensor = buffer.verify(tensor_position, "Tensor", 2, "model.subgraph.tensor")
+            used = buffer.scalar(tensor, 2, 4)
             if used >= max(len(buffers), 1):
                 raise _Damaged("subgraph %d tensor %d naming buffer %d of %d" % (s, t, used, len(buffers)))
+            if 6 in tensor:  # sparse: TFLite densifies it at allocation, trusting every index
+                data = buffer.fields(buffers[used], "")[0] if buffers else {}
+                stored = buffer.vector(data[0], 1, "")[1] if 0 in data else 0
+                _check_sparsity(buffer, tensor, stored, "subgraph %d tensor %d" % (s, t))
         for what, slot in (("inputs", 1), ("outputs", 2)):
             _check_indices(buffer.ints(sub, slot), len(tensors), "subgraph %d %s" % (s, what))
         operators = buffer.tables(sub[3], "model.subgraph.operators") if 3 in sub else []
@@ -306,6 +315,71 @@ def _check_model(buffer: _FlatBuffer) -> None:
                 )
             for what, slot in (("inputs", 1), ("outputs", 2), ("intermediates", 8)):
                 _check_indices(buffer.ints(op, slot), len(tensors), "subgraph %d operator %d %s" % (s, o, what))
+
+
+#: Bytes per element of the TFLite tensor types a sparse tensor may hold (schema ``TensorType``).
+_TYPE_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 9: 1, 10: 8, 12: 8, 15: 4, 16: 2, 18: 2}
+_UNION_TYPES = {1: np.dtype("<i4"), 2: np.dtype("<u2"), 3: np.dtype("u1")}  # Int32Vector, Uint16Vector, Uint8Vector
+
+
+def _check_sparsity(buffer: _FlatBuffer, tensor: Dict[int, int], stored: int, where: str) -> None:
+    """A sparse tensor's levels must describe exactly its stored values, with indices inside its shape.
+
+    ``stored``: bytes in the tensor's buffer. Level by level (traversal order): a dense level
+    multiplies the entries by its size; a CSR level needs one more segment than the entries above
+    it, non-decreasing from 0 to its index count, and indices below the size of its dimension.
+    """
+    shape = buffer.ints(tensor, 0)
+    sparsity = buffer.fields(buffer.follow(tensor[6], ""), "")[0]
+    order, block_map = buffer.ints(sparsity, 0), buffer.ints(sparsity, 1)
+    levels = [buffer.fields(p, "")[0] for p in buffer.tables(sparsity[2], "")] if 2 in sparsity else []
+    if (
+        len(order) != len(levels)
+        or sorted(order) != list(range(len(order)))
+        or len(shape) + len(block_map) != len(order)
+    ):
+        raise _Damaged(
+            "%s: sparsity with traversal order %s for %d levels and shape %s" % (where, order, len(levels), shape)
+        )
+    if any(not 0 <= d < len(shape) for d in block_map):
+        raise _Damaged("%s: sparsity blocking dimensions %s of shape %s" % (where, block_map, shape))
+    sizes = {}  # traversal dimension -> its size: the shape's (divided by its block), or the block's
+    for level, dim in zip(levels, order):
+        sizes[dim] = buffer.scalar(level, 1, 4) if dim >= len(shape) else None
+    for block, dim in enumerate(block_map):
+        sizes[dim] = shape[dim] // max(sizes[len(shape) + block] or 1, 1)
+    entries = 1
+    for level, dim in zip(levels, order):
+        size = sizes[dim] if sizes[dim] is not None else shape[dim]
+        if not buffer.scalar(level, 0, 1):  # DENSE
+            entries *= buffer.scalar(level, 1, 4)
+            continue
+        segments, indices = (_index_vector(buffer, level, slot) for slot in (3, 5))
+        if (
+            len(segments) != entries + 1
+            or segments[0] != 0
+            or segments[-1] != len(indices)
+            or np.any(np.diff(segments) < 0)
+            or (len(indices) and not 0 <= int(indices.min()) <= int(indices.max()) < size)
+        ):
+            raise _Damaged(
+                "%s: sparse level of dimension %d whose segments or indices do not fit its size %d" % (where, dim, size)
+            )
+        entries = len(indices)
+    element = _TYPE_BYTES.get(buffer.scalar(tensor, 1, 1))
+    if element is not None and stored != entries * element:
+        raise _Damaged("%s: %d bytes of sparse values where its indices need %d" % (where, stored, entries * element))
+
+
+def _index_vector(buffer: _FlatBuffer, level: Dict[int, int], slot: int) -> np.ndarray:
+    """The values of a dimension's ``array_segments`` (slot 3) or ``array_indices`` (slot 5) union, as int64."""
+    kind = buffer.scalar(level, slot - 1, 1)
+    vector = buffer.fields(buffer.follow(level[slot], ""), "")[0] if kind in _UNION_TYPES and slot in level else {}
+    if 0 not in vector:
+        raise _Damaged("a sparse dimension without its %s" % ("segments" if slot == 3 else "indices"))
+    dtype = _UNION_TYPES[kind]
+    first, length = buffer.vector(vector[0], dtype.itemsize, "")
+    return np.frombuffer(buffer.data, dtype, length, first).astype(np.int64)
 
 
 def _check_indices(indices: List[int], count: int, what: str) -> None:

@@ -89,6 +89,25 @@ def test_indices_to_things_that_do_not_exist_are_caught(tmp_path, slot, value, m
         check_tflite(path)
 
 
+def test_a_sparse_index_outside_its_dimension_is_caught(tmp_path):
+    """The face model's weights are sparse; TFLite densifies them at allocation trusting each index."""
+    data = bytearray(assets.fetch("face_detection_full_range").read_bytes())
+    buffer = _FlatBuffer(bytes(data))
+    model = buffer.fields(buffer.follow(0, ""), "")[0]
+    subgraph = buffer.fields(buffer.tables(model[2], "")[0], "")[0]
+    sparse = [t for t in (buffer.fields(p, "")[0] for p in buffer.tables(subgraph[0], "")) if 6 in t]
+    sparsity = buffer.fields(buffer.follow(sparse[0][6], ""), "")[0]
+    last_level = buffer.fields(buffer.tables(sparsity[2], "")[-1], "")[0]
+    indices = buffer.fields(buffer.follow(last_level[5], ""), "")[0]
+    first, length = buffer.vector(indices[0], 1, "")  # the face model's indices are uint8
+    assert length > 0
+    data[first] = 255  # beyond the dimension (32 or 8 wide)
+    path = tmp_path / "model.tflite"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="sparse level of dimension 3 whose segments or indices do not fit"):
+        check_tflite(path)
+
+
 def test_missing_unreadable_and_empty_files(tmp_path):
     with pytest.raises(ModelError, match="model file .*absent.tflite does not exist"):
         check_model_file("tflite", tmp_path / "absent.tflite")
