@@ -8,7 +8,8 @@
 # bootstrap/requirements.txt with numpy held to ROS's version, builds a catkin workspace holding
 # this checkout and fetches the default models. A second run changes nothing.
 # demo, test and shell run setup first, then work inside the env (see bootstrap/activate.sh);
-# test also caches the wheels its tests use, so that no test downloads anything.
+# test also caches the wheels and the ONNX export its tests use, so that no test downloads or
+# exports anything.
 # doctor runs without setup, so it can explain a setup that fails.
 #
 # gpu-check runs setup, then builds and checks TensorRT engines on an NVIDIA GPU (see the README);
@@ -294,6 +295,12 @@ cache_test_wheels() {
         || die "expected to download numpy==$TEST_NUMPY for $tag into $dir (tests use it offline), found an error above"
 }
 
+# The ONNX export the tests run (coco_onnx): made once here, with a log line, so that no test pays
+# minutes for it inside its own time limit. A stamp makes the second run free.
+make_test_exports() {
+    PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}" "$ENV_PYTHON" -m dl_vision.assets ssd_mobilenet_v2_coco_onnx >/dev/null
+}
+
 setup() {
     detect_platform
     install_system_packages
@@ -348,13 +355,13 @@ main() {
     local command=${1:-setup}
     case "$command" in
         setup) setup ;;
-        test) setup; cache_test_wheels; activate; run_tests ;;
+        test) setup; cache_test_wheels; make_test_exports; activate; run_tests ;;
         demo) setup; activate; run_demo ;;
         doctor) shift; run_doctor "$@" ;;
         gpu-check) shift; setup; activate; exec python3 -m dl_vision.engines.gpu_check "$@" ;;
         check-wheels) shift; exec python3 "$REPO/bootstrap/check_wheels.py" "$@" ;;
         shell) setup; exec bash --rcfile <(printf 'source ~/.bashrc 2>/dev/null; source %q\n' "$REPO/bootstrap/activate.sh") -i ;;
-        -h|--help|help) sed -n '2,19p' "$0" ;;
+        -h|--help|help) sed -n '2,20p' "$0" ;;
         *) die "unknown command '$command': expected setup, demo, test, doctor, shell, gpu-check or check-wheels" ;;
     esac
 }

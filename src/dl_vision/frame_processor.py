@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -114,6 +114,12 @@ class FrameProcessor:
         """The loaded models (detector first)."""
         return [m for m in (self.detector, self.segmenter) if m is not None]
 
+    @property
+    def supports_batch(self) -> bool:
+        """True when every loaded model runs several frames as one batch (one model run for all)."""
+        models = self.models
+        return bool(models) and all(model.backend.supports_batch for model in models)
+
     def process_serialized(
         self,
         data: bytes,
@@ -125,29 +131,60 @@ class FrameProcessor:
 
         Raises:
             ImageConversionError: the bytes do not parse as ``message_class``, or the image is bad.
+            ModelError: a model's outputs do not fit its decoder.
         """
-        import genpy
-
-        start = time.perf_counter()
-        try:
-            msg = message_class().deserialize(data)
-        except genpy.DeserializationError as err:
-            raise ImageConversionError(
-                "input message: cannot deserialise %s: %s" % (message_class._type, err)
-            ) from None
-        deserialize_ms = (time.perf_counter() - start) * 1e3
-        (result,) = self.process([msg], outputs, types)
-        self.timings = dict(self.timings, deserialize=deserialize_ms)
+        (result,) = self.process_serialized_batch([data], message_class, outputs, types)
+        if isinstance(result, ImageConversionError):
+            raise result
         return result
 
+    def process_serialized_batch(
+        self,
+        frames: Sequence[bytes],
+        message_class: Any,
+        outputs: Union[Outputs, Sequence[Outputs]] = Outputs(),
+        types: Optional[messages.MessageTypes] = None,
+    ) -> List[Union[FrameResult, ImageConversionError]]:
+        """Deserialise genpy ``Image``/``CompressedImage`` messages and process them as one batch.
+
+        A frame that cannot be deserialised or decoded costs only itself: its error takes its
+        place in the returned list and the other frames go through the models together.
+
+        Args:
+            frames: each message's wire bytes.
+            message_class: the genpy class they are (``Image`` or ``CompressedImage``).
+            outputs: the optional outputs wanted, for all frames or one per frame.
+            types: the message family to build the output messages in; None builds none.
+
+        Returns:
+            Per frame, in order, its :class:`FrameResult` or the :class:`ImageConversionError` it failed with.
+
+        Raises:
+            ModelError: a model's outputs do not fit its decoder (the whole batch is lost).
+        """
+        wanted = _per_frame(outputs, len(frames))
+        timings: Dict[str, float] = {}
+        clock = time.perf_counter()
+        parsed = [_attempt(_deserialize, data, message_class) for data in frames]
+        clock = _lap(timings, "deserialize", clock)
+        entries = [entry if isinstance(entry, Exception) else _attempt(self._decode, entry) for entry in parsed]
+        _lap(timings, "decode", clock)
+        good = [i for i, entry in enumerate(entries) if isinstance(entry, FrameResult)]
+        if good:  # else the last batch's timings stay: diagnostics show a real batch's stages
+            self._run([entries[i] for i in good], [wanted[i] for i in good], types, timings)
+        return entries
+
     def process(
-        self, frames: Sequence[Frame], outputs: Outputs = Outputs(), types: Optional[messages.MessageTypes] = None
+        self,
+        frames: Sequence[Frame],
+        outputs: Union[Outputs, Sequence[Outputs]] = Outputs(),
+        types: Optional[messages.MessageTypes] = None,
     ) -> List[FrameResult]:
         """Process frames as one batch (one model run where the model takes a batch).
 
         Args:
             frames: ``Image``/``CompressedImage`` messages or (H, W, 3) uint8 BGR arrays.
-            outputs: the optional outputs wanted.
+            outputs: the optional outputs wanted, for all frames or one per frame.
             types: the message family to build the output messages in; None builds none.
 
         Returns:
@@ -157,32 +194,45 @@ class FrameProcessor:
             ImageConversionError: a frame cannot be decoded (the batch is abandoned).
             ModelError: a model's outputs do not fit its decoder.
         """
+        wanted = _per_frame(outputs, len(frames))
         timings: Dict[str, float] = {}
         clock = time.perf_counter()
         results = [self._decode(frame) for frame in frames]
-        clock = _lap(timings, "decode", clock)
-        images = [r.image for r in results]
+        _lap(timings, "decode", clock)
+        self._run(results, wanted, types, timings)
+        return results
+
+    def _run(
+        self,
+        results: List[FrameResult],
+        outputs: List[Outputs],
+        types: Optional[messages.MessageTypes],
+        timings: Dict[str, float],
+    ) -> None:
+        """Run the models on decoded frames, draw and build messages; publish ``timings`` as :attr:`timings`."""
+        clock = time.perf_counter()
         if self.detector is not None and self.detector_enabled and results:
             class_filter = self.class_filter
-            for result, dets in zip(results, self.detector.predict_batch(images)):
+            for result, dets in zip(results, self.detector.predict_batch([r.image for r in results])):
                 result.detections = dets.filter(classes=class_filter) if class_filter else dets
             _add_model_timings(timings, "detector", self.detector.timings)
             clock = time.perf_counter()
-        if self.segmenter is not None and self.segmenter_enabled and outputs.segmentation and results:
-            for result, seg in zip(results, self.segmenter.predict_batch(images)):
+        # Only the frames whose camera has a subscriber to a segmentation output.
+        segmented = [result for result, wanted in zip(results, outputs) if wanted.segmentation]
+        if self.segmenter is not None and self.segmenter_enabled and segmented:
+            for result, seg in zip(segmented, self.segmenter.predict_batch([r.image for r in segmented])):
                 result.segmentation = seg
             _add_model_timings(timings, "segmenter", self.segmenter.timings)
             clock = time.perf_counter()
-        if outputs.color_mask or outputs.annotated:
-            for result in results:
-                self._draw(result, outputs)
+        if any(wanted.color_mask or wanted.annotated for wanted in outputs):
+            for result, wanted in zip(results, outputs):
+                self._draw(result, wanted)
             clock = _lap(timings, "annotate", clock)
         if types is not None:
-            for result in results:
-                self._build_messages(result, outputs, types)
+            for result, wanted in zip(results, outputs):
+                self._build_messages(result, wanted, types)
             _lap(timings, "message_build", clock)
         self.timings = timings
-        return results
 
     @staticmethod
     def _decode(frame: Frame) -> FrameResult:
@@ -221,6 +271,37 @@ class FrameProcessor:
             built.color_mask = messages.bgr_to_image_msg(result.color_mask, header, types)
         if result.annotated is not None:
             built.annotated = messages.bgr_to_image_msg(result.annotated, header, types)
+
+
+def _deserialize(data: bytes, message_class: Any) -> Any:
+    """A genpy message from its wire bytes.
+
+    Raises:
+        ImageConversionError: the bytes do not parse as ``message_class``.
+    """
+    import genpy
+
+    try:
+        return message_class().deserialize(data)
+    except genpy.DeserializationError as err:
+        raise ImageConversionError("input message: cannot deserialise %s: %s" % (message_class._type, err)) from None
+
+
+def _attempt(step: Callable[..., Any], *args: Any) -> Any:
+    """``step(*args)``, or the :class:`ImageConversionError` it raised (one frame's failure, kept in its place)."""
+    try:
+        return step(*args)
+    except ImageConversionError as err:
+        return err
+
+
+def _per_frame(outputs: Union[Outputs, Sequence[Outputs]], count: int) -> List[Outputs]:
+    """One :class:`Outputs` per frame (the same for all when one is given)."""
+    if isinstance(outputs, Outputs):
+        return [outputs] * count
+    if len(outputs) != count:
+        raise ValueError("outputs: expected one per frame (%d), found %d" % (count, len(outputs)))
+    return list(outputs)
 
 
 def _lap(timings: Dict[str, float], stage: str, since: float) -> float:

@@ -4,6 +4,7 @@ Prints one JSON object per image on stdout (JSON Lines) and writes the
 annotated image as ``<stem>.annotated.png`` beside the input (or in
 ``--out-dir``)::
 
+    rosrun dl_vision infer photo.png                  # COCO objects (spec coco)
     rosrun dl_vision infer --model face photo.png
     rosrun dl_vision infer --model person_segmentation astronaut --out-dir /tmp
 
@@ -72,7 +73,7 @@ def annotated_path(image_arg: str, image_path: Path, out_dir: Optional[Path]) ->
 
 
 def detections_record(detections: Detections) -> List[Dict[str, Any]]:
-    """JSON-ready list of detections: label, class id, score, box (xyxy pixels), keypoints."""
+    """JSON-ready list of detections: label, class id, score, box (xyxy pixels), keypoints and their scores."""
     records = []
     for i in range(len(detections)):
         record: Dict[str, Any] = {
@@ -83,6 +84,8 @@ def detections_record(detections: Detections) -> List[Dict[str, Any]]:
         }
         if detections.keypoints is not None:
             record["keypoints_xy"] = [[round(float(x), 1), round(float(y), 1)] for x, y in detections.keypoints[i]]
+        if detections.keypoint_scores is not None:
+            record["keypoint_scores"] = [round(float(v), 3) for v in detections.keypoint_scores[i]]
         records.append(record)
     return records
 
@@ -100,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a detection or segmentation model spec on image files; JSON Lines on stdout.",
     )
     parser.add_argument("images", nargs="+", help="image files, or sample names (%s)" % ", ".join(assets.SAMPLE_IMAGES))
-    parser.add_argument("--model", default="face", help="model spec name or YAML path (default: face)")
+    parser.add_argument("--model", default="coco", help="model spec name or YAML path (default: coco)")
     parser.add_argument("--out-dir", type=Path, help="write annotated images here instead of beside the inputs")
     parser.add_argument("--score", type=float, help="detection score threshold (default: the spec's)")
     parser.add_argument("--mask-threshold", type=float, help="segmentation foreground threshold (default: the spec's)")

@@ -42,9 +42,11 @@ class Detections:
         labels: ``{class_id: name}`` table of the model that produced them.
         masks: optional (N, H, W) bool instance masks, H x W = input image size.
         keypoints: optional (N, K, 2) float32 ``(x, y)`` pixels.
+        keypoint_scores: optional (N, K) float32 confidence of each keypoint in [0, 1]
+            (only with ``keypoints``).
     """
 
-    __slots__ = ("xyxy", "score", "class_id", "labels", "masks", "keypoints")
+    __slots__ = ("xyxy", "score", "class_id", "labels", "masks", "keypoints", "keypoint_scores")
 
     def __init__(
         self,
@@ -54,6 +56,7 @@ class Detections:
         labels: Union[None, Sequence[str], Mapping[int, str]] = None,
         masks: Optional[np.ndarray] = None,
         keypoints: Optional[np.ndarray] = None,
+        keypoint_scores: Optional[np.ndarray] = None,
     ) -> None:
         xyxy = np.asarray(xyxy, dtype=np.float32)
         if xyxy.size == 0:
@@ -79,12 +82,22 @@ class Detections:
             keypoints = np.asarray(keypoints, dtype=np.float32)
             if keypoints.ndim != 3 or keypoints.shape[0] != n or keypoints.shape[2] != 2:
                 raise ConfigError("Detections.keypoints: expected shape (%d, K, 2), found %s" % (n, keypoints.shape))
+        if keypoint_scores is not None:
+            keypoint_scores = np.asarray(keypoint_scores, dtype=np.float32)
+            if keypoints is None:
+                raise ConfigError("Detections.keypoint_scores: expected keypoints beside them, found none")
+            if keypoint_scores.shape != keypoints.shape[:2]:
+                raise ConfigError(
+                    "Detections.keypoint_scores: expected shape %s (one per keypoint), found %s"
+                    % (keypoints.shape[:2], keypoint_scores.shape)
+                )
         self.xyxy = xyxy
         self.score = score
         self.class_id = class_id
         self.labels = make_label_table(labels)
         self.masks = masks
         self.keypoints = keypoints
+        self.keypoint_scores = keypoint_scores
 
     @classmethod
     def empty(cls, labels: Union[None, Sequence[str], Mapping[int, str]] = None) -> "Detections":
@@ -105,6 +118,7 @@ class Detections:
             self.labels,
             None if self.masks is None else self.masks[index],
             None if self.keypoints is None else self.keypoints[index],
+            None if self.keypoint_scores is None else self.keypoint_scores[index],
         )
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 
 import pytest
@@ -70,3 +71,53 @@ def test_cli_list_reports_missing_without_fetching(tmp_path, monkeypatch, capsys
     assert assets.main(["--list", "face_detection_full_range"]) == 0
     assert "face_detection_full_range is missing" in capsys.readouterr().out
     assert not (tmp_path / "empty" / "models").exists()
+
+
+EXPORT = "ssd_mobilenet_v2_coco_onnx"
+
+
+def test_exports_are_made_not_downloaded_and_not_default_models():
+    assert assets.EXPORTS == [EXPORT]
+    assert EXPORT not in assets.DOWNLOADS and EXPORT not in assets.MODELS  # the doctor checks MODELS
+    assert {"ssd_mobilenet_v2_coco", "movenet_lightning", "motorcycle_left"} <= set(assets.DOWNLOADS)
+
+
+def _fake_export(cache, content=b"an onnx export", **stamp_changes):
+    """An export file and its stamp in ``cache``, as _make_export writes them (no TensorFlow run)."""
+    path = assets.asset_path(EXPORT)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    source = assets.ASSETS["ssd_mobilenet_v2_coco"]
+    stamp = {
+        "spec": "coco",
+        "source": source.key,
+        "source_sha256": source.sha256,
+        "opset": 13,
+        "sha256": assets.sha256_of(path),
+    }
+    stamp.update(stamp_changes)
+    assets.stamp_path(EXPORT).write_text(json.dumps(stamp))
+    return path
+
+
+def test_export_problem_checks_its_stamp(tmp_path, monkeypatch):
+    monkeypatch.setenv("DL_VISION_CACHE", str(tmp_path / "cache"))
+    assert "the ONNX export of spec coco: made on first use" in assets.problem(EXPORT)
+    path = _fake_export(tmp_path)
+    assert path == tmp_path / "cache" / "models" / "ssd_mobilenet_v2_coco.onnx"
+    assert assets.problem(EXPORT) is None
+    assert assets.fetch(EXPORT) == path  # intact: reused, nothing exported
+    path.write_bytes(b"truncated")
+    assert "has sha256 %s, expected" % assets.sha256_of(path) in assets.problem(EXPORT)
+    assets.stamp_path(EXPORT).unlink()
+    assert "has no readable stamp" in assets.problem(EXPORT)
+
+
+@pytest.mark.parametrize(
+    "change, found",
+    [({"source_sha256": "0" * 64}, "source_sha256"), ({"opset": 11}, "opset: [11], expected [13]")],
+)
+def test_export_made_from_another_source_is_a_problem(tmp_path, monkeypatch, change, found):
+    monkeypatch.setenv("DL_VISION_CACHE", str(tmp_path / "cache"))
+    _fake_export(tmp_path, **change)
+    assert "was made from another source (%s" % found in assets.problem(EXPORT)

@@ -123,3 +123,60 @@ def test_markdown_tables_hold_one_row_per_size_and_per_node_run() -> None:
     assert "n/a" in text  # a missing value reads n/a, never 0
     assert text.count("| 7.5 ms |") == 2  # our node's frame time in the run; the naive node reports none
     assert all(line.count("|") == 14 for line in text.splitlines() if "| ours |" in line or "| naive |" in line)
+
+
+def _ros_row(max_batch, rate_factor, throughput_hz, p50, node="ours"):
+    return {
+        "node": node,
+        "max_batch": max_batch,
+        "offered_hz": 10.0,
+        "rate_factor": rate_factor,
+        "throughput_hz": throughput_hz,
+        "answered_fraction": 0.5,
+        "latency_ms": summarize_ms([p50, 2 * p50]),
+        "latency_growth": {"first_p50_ms": p50, "last_p50_ms": p50},
+        "process": {"cpu_percent": 150.0, "rss_mb_last": 800.0},
+    }
+
+
+def test_batched_runs_get_their_own_table_rows_and_a_comparison_with_in_turn() -> None:
+    from dl_vision.benchmark.cli import _batched_vs_in_turn, _node_runs
+
+    assert _node_runs(["ours", "naive"], [1, 4]) == [("ours", 1), ("ours", 4), ("naive", None)]
+    assert _node_runs(["ours"], None) == [("ours", None)]
+    rows = [
+        _ros_row(1, 0.5, 2.0, 250.0),
+        _ros_row(4, 0.5, 2.0, 250.0),
+        _ros_row(1, 3.0, 4.0, 400.0),
+        _ros_row(4, 3.0, 8.0, 500.0),
+        _ros_row(None, 3.0, 3.0, 900.0, node="naive"),
+    ]
+    comparison = _batched_vs_in_turn(rows)
+    assert [(c["rate_factor"], c["max_batch"], c["throughput_ratio"]) for c in comparison] == [
+        (0.5, 4, 1.0),
+        (3.0, 4, 2.0),
+    ]
+    assert comparison[1]["latency_p50_ratio"] == pytest.approx(1.25)
+
+    stage = summarize_ms([100.0, 100.0])
+    run = {
+        "config": {"size": "640x480", "cameras": 4},
+        "model_only": {"inference_ms": stage},
+        "pipeline": {"stages_ms": {s: stage for s in PIPELINE_STAGES}, "overhead_ms": stage, "total_ms": stage},
+        "capacity_hz": 10.0,
+        "batch": {
+            "cameras": 4,
+            "rounds": 5,
+            "batched_ms": summarize_ms([200.0]),
+            "in_turn_ms": summarize_ms([400.0]),
+            "speedup": 2.0,
+        },
+        "ros": rows,
+    }
+    text = markdown_tables([run])
+    assert "| 640x480 | 4 | 400.0 ms | 200.0 ms | 100.0 ms | 50.0 ms | 2.00x |" in text
+    assert text.count("| ours, max_batch 4 |") == 2 and text.count("| ours, max_batch 1 |") == 2
+    assert text.count("| naive |") == 1
+    without_batch = dict(run, ros=rows[-1:])
+    del without_batch["batch"]
+    assert "speed-up" not in markdown_tables([without_batch])

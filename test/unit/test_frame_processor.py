@@ -111,3 +111,49 @@ def test_bad_frames_raise_one_line_errors(frame, message):
 def test_undeserialisable_bytes_are_a_conversion_error():
     with pytest.raises(ImageConversionError, match="cannot deserialise sensor_msgs/Image"):
         FrameProcessor().process_serialized(b"\x01\x02", Image)
+
+
+def test_a_bad_frame_in_a_serialized_batch_fails_alone(processor, astronaut):
+    coffee = cv2.imread(str(assets.fetch("coffee")))
+    good = [
+        _wire(messages.bgr_to_image_msg(image, messages.make_header(STAMP + i, "cam%d" % i)))
+        for i, image in enumerate([astronaut, coffee])
+    ]
+    short = messages.bgr_to_image_msg(astronaut, messages.make_header(STAMP, "broken"))
+    short.data = short.data[:-1]
+    frames = [good[0], b"\x01\x02", _wire(short), good[1]]
+    results = processor.process_serialized_batch(frames, Image, types=messages.genpy_types())
+    assert [type(r).__name__ for r in results] == [
+        "FrameResult",
+        "ImageConversionError",
+        "ImageConversionError",
+        "FrameResult",
+    ]
+    assert "cannot deserialise sensor_msgs/Image" in str(results[1])
+    assert "expected step*height" in str(results[2])
+    assert [r.messages.detections.header.frame_id for r in (results[0], results[3])] == ["cam0", "cam1"]
+    assert [len(r.detections) for r in (results[0], results[3])] == [1, 0]
+    (alone,) = processor.process([astronaut])
+    np.testing.assert_allclose(results[0].detections.xyxy, alone.detections.xyxy, atol=1e-3)
+
+
+def test_each_frame_of_a_batch_gets_the_outputs_asked_for_it(processor, astronaut):
+    wire = [_wire(messages.bgr_to_image_msg(astronaut, messages.make_header(STAMP, "cam%d" % i))) for i in range(3)]
+    wanted = [Outputs(), Outputs(class_map=True), Outputs(annotated=True)]
+    plain, mapped, drawn = processor.process_serialized_batch(wire, Image, wanted, messages.genpy_types())
+    assert plain.segmentation is None and plain.messages.class_map is None and plain.messages.annotated is None
+    assert mapped.segmentation is not None and mapped.messages.class_map is not None and mapped.annotated is None
+    assert drawn.segmentation is not None and drawn.messages.annotated is not None and drawn.messages.class_map is None
+    assert all(r.messages.detections is not None for r in (plain, mapped, drawn))
+    np.testing.assert_array_equal(mapped.segmentation.class_map, drawn.segmentation.class_map)
+    with pytest.raises(ValueError, match="expected one per frame"):
+        processor.process([astronaut], [Outputs(), Outputs()])
+
+
+def test_an_all_bad_batch_keeps_the_last_timings_and_a_batch_needs_every_model_batched(processor, astronaut):
+    processor.process_serialized_batch([_wire(messages.bgr_to_image_msg(astronaut))], Image)
+    before = dict(processor.timings)
+    assert processor.process_serialized_batch([b"\x01", b"\x02"], Image)[0].args
+    assert processor.timings == before
+    # The shipped TFLite models have a fixed batch of 1: a node runs its cameras in turn with them.
+    assert not processor.supports_batch and not FrameProcessor().supports_batch

@@ -56,6 +56,23 @@ def test_face_detections_as_json_and_annotated_image_beside_the_input(tmp_path, 
     assert annotated.stat().st_size > 0
 
 
+def test_default_model_is_coco_objects(tmp_path):
+    result = _infer("coffee", "--no-annotate", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["model"] == "coco" and "annotated" not in record
+    cups = [d for d in record["detections"] if d["label"] == "cup"]
+    assert len(cups) == 1 and cups[0]["score"] > 0.9 and cups[0]["class_id"] == 46
+
+
+def test_pose_keypoints_with_their_scores(tmp_path):
+    result = _infer("--model", "movenet", "astronaut", "--no-annotate", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (person,) = json.loads(result.stdout)["detections"]
+    assert person["label"] == "person" and len(person["keypoints_xy"]) == 17
+    assert len(person["keypoint_scores"]) == 17 and all(0 <= v <= 1 for v in person["keypoint_scores"])
+
+
 def test_sample_names_several_images_segmentation_and_out_dir(tmp_path):
     out_dir = tmp_path / "out"
     result = _infer(

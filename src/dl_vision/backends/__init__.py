@@ -26,6 +26,7 @@ BACKENDS = Registry(
         "tflite": "dl_vision.backends.tflite:TFLiteBackend",
         "saved_model": "dl_vision.backends.tensorflow:SavedModelBackend",
         "keras": "dl_vision.backends.tensorflow:KerasBackend",
+        "frozen_graph": "dl_vision.backends.frozen_graph:FrozenGraphBackend",
         "onnx": "dl_vision.backends.onnxruntime:OnnxRuntimeBackend",
         "tensorrt": "dl_vision.backends.tensorrt:TensorRTBackend",
     },

@@ -4,7 +4,11 @@ For one model spec and input size it measures the model alone, the node's
 per-frame pipeline in process, then both nodes through ROS at each requested
 rate. ``--matrix`` repeats that over the README's sizes and camera counts and
 writes the Markdown tables; ``--soak`` runs our node alone for a long time and
-reports memory growth after warm-up. A roscore is started when none answers.
+reports memory growth after warm-up. ``--max-batch`` (repeatable) runs our node
+once per value of its ``~max_batch``, e.g. cameras in turn (1) against batched (4),
+and with several cameras and a batch-capable model also times the frame processor
+on all cameras' frames as one batch against the same frames one by one. A roscore
+is started when none answers.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 import os
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import rospy
 
@@ -53,10 +57,14 @@ def parse_rate(text: str, capacity_hz: float, cameras: int) -> Dict[str, float]:
     return {"rate_hz_per_camera": round(per_camera, 2), "rate_factor": round(factor, 2)}
 
 
-def _ours(model: str, cameras: int, threads: Optional[int]) -> List[NodeUnderTest]:
-    """One ``detector_node``; with several cameras it subscribes to all of them and shares its model."""
+def _ours(model: str, cameras: int, threads: Optional[int], max_batch: Optional[int] = None) -> List[NodeUnderTest]:
+    """One ``detector_node``; with several cameras it subscribes to all of them and shares its model.
+
+    ``max_batch`` sets its ``~max_batch`` (None: the node's default).
+    """
     argv = ["rosrun", "dl_vision", "detector_node", "__name:=bench_ours", "_detector/model:=%s" % model]
     argv += [] if threads is None else ["_detector/threads:=%d" % threads]
+    argv += [] if max_batch is None else ["_max_batch:=%d" % max_batch]
     if cameras == 1:
         argv.append("image:=/bench/cam0/image_raw")
     else:
@@ -84,21 +92,35 @@ def _naive(model: str, cameras: int, threads: Optional[int]) -> List[NodeUnderTe
     ]
 
 
-def measure_in_process(model: str, size: str, iterations: int, threads: Optional[int] = None) -> Dict[str, object]:
-    """Model-only and pipeline timings for one size (the frame is the sample photo scaled to it)."""
+def measure_in_process(
+    model: str, size: str, iterations: int, threads: Optional[int] = None, cameras: int = 1
+) -> Dict[str, object]:
+    """Model-only and pipeline timings for one size (the frame is the sample photo scaled to it).
+
+    With several cameras and a model that takes a batch, also ``batch``: one camera's frame from each
+    camera processed as one batch against the same frames one at a time (``iterations // cameras`` rounds).
+    """
     width, height = frames.parse_size(size)
     frame = frames.sample_frame(width, height)
     detector = Detector.from_spec(model, **({} if threads is None else {"threads": threads}))
     try:
         model_only = inprocess.measure_model_only(detector, frame, iterations)
         pipeline = inprocess.measure_pipeline(detector, frame, iterations)
+        batch = (
+            inprocess.measure_batch(detector, frame, cameras, max(5, iterations // cameras))
+            if cameras > 1 and detector.backend.supports_batch
+            else None
+        )
     finally:
         detector.close()
-    return {
+    result = {
         "model_only": model_only,
         "pipeline": pipeline,
         "capacity_hz": round(1000.0 / pipeline["total_ms"]["p50"], 1),
     }
+    if batch is not None:
+        result["batch"] = batch
+    return result
 
 
 def run_one(
@@ -120,16 +142,16 @@ def run_one(
             "threads": args.threads,
         },
     }
-    result.update(measure_in_process(args.model, size, args.iterations, args.threads))
+    result.update(measure_in_process(args.model, size, args.iterations, args.threads, cameras))
     frame = frames.sample_frame(*frames.parse_size(size))
     image_topics = ["/bench/cam%d/image_raw" % i for i in range(cameras)]
     rows = []
     for rate_text in rates:
         rate = parse_rate(rate_text, result["capacity_hz"], cameras)
-        for which in nodes:
+        for which, max_batch in _node_runs(nodes, args.max_batch):
             if which == "ours":
                 under_test, outputs = (
-                    _ours(args.model, cameras, args.threads),
+                    _ours(args.model, cameras, args.threads, max_batch),
                     _ours_outputs(cameras),
                 )
             else:
@@ -137,7 +159,8 @@ def run_one(
                     _naive(args.model, cameras, args.threads),
                     ["/bench/cam%d/detections" % i for i in range(cameras)],
                 )
-            say("%s at %sx capacity (%.1f Hz per camera)" % (which, rate["rate_factor"], rate["rate_hz_per_camera"]))
+            label = which if max_batch is None else "%s, max_batch %d" % (which, max_batch)
+            say("%s at %sx capacity (%.1f Hz per camera)" % (label, rate["rate_factor"], rate["rate_hz_per_camera"]))
             row = measure_node(
                 under_test,
                 image_topics,
@@ -148,7 +171,7 @@ def run_one(
                 args.warmup,
                 progress=say,
             )
-            row.update(node=which, **rate)
+            row.update(node=which, max_batch=max_batch, **rate)
             rows.append(row)
             say(
                 "  p50 %s ms, p99 %s ms, %s Hz out"
@@ -159,8 +182,21 @@ def run_one(
     return result
 
 
+def _node_runs(nodes: Sequence[str], max_batches: Optional[Sequence[int]]) -> List[Tuple[str, Optional[int]]]:
+    """``(node, max_batch)`` per measurement at one rate: ours once per ``--max-batch`` value."""
+    runs: List[Tuple[str, Optional[int]]] = []
+    for which in nodes:
+        values = max_batches if which == "ours" and max_batches else [None]
+        runs.extend((which, value) for value in values)
+    return runs
+
+
 def _checks(result: Dict[str, object]) -> Dict[str, object]:
-    """The issue's targets, evaluated on one result (None where the run cannot say)."""
+    """The issue's targets, evaluated on one result (None where the run cannot say).
+
+    With several ``--max-batch`` values the targets are checked on the first one's rows, and
+    ``batched_vs_in_turn`` compares each other value with ``max_batch`` 1 at every rate.
+    """
     frame_ms = result["pipeline"]["total_ms"]["p50"]
     overhead = result["pipeline"]["overhead_ms"]["p50"]
     checks: Dict[str, object] = {
@@ -169,16 +205,22 @@ def _checks(result: Dict[str, object]) -> Dict[str, object]:
         "overhead_ok": overhead <= OVERHEAD_TARGET_MS,
         "frame_p50_ms": frame_ms,
     }
+    ours_rows = [r for r in result["ros"] if r["node"] == "ours"]
+    # One configuration of our node for the targets: the first --max-batch value measured.
+    ours_rows = [r for r in ours_rows if r.get("max_batch") == ours_rows[0].get("max_batch")] if ours_rows else []
     overloaded = [r for r in result["ros"] if r["rate_factor"] > 1.0]
-    ours = [r for r in overloaded if r["node"] == "ours"]
+    ours = [r for r in ours_rows if r["rate_factor"] > 1.0]
     naive = [r for r in overloaded if r["node"] == "naive"]
+    comparison = _batched_vs_in_turn(result["ros"])
+    if comparison:
+        checks["batched_vs_in_turn"] = comparison
     if ours:
         worst = max(ours, key=lambda r: r["rate_factor"])
         p99 = worst["latency_ms"]["p99"]
         checks["overload_p99_ms"] = p99
         checks["overload_p99_over_frame"] = ratio(p99, frame_ms)
         # The same frame's time through ROS when nothing waits: transport + processing, unloaded.
-        unloaded = [r for r in result["ros"] if r["node"] == "ours" and r["rate_factor"] < 1.0]
+        unloaded = [r for r in ours_rows if r["rate_factor"] < 1.0]
         if unloaded:
             round_trip = min(unloaded, key=lambda r: r["rate_factor"])["latency_ms"]["p50"]
             checks["unloaded_latency_p50_ms"] = round_trip
@@ -194,6 +236,26 @@ def _checks(result: Dict[str, object]) -> Dict[str, object]:
             checks["naive_latency_growth_ms_per_s"] = same[0]["latency_growth"]["slope_ms_per_s"]
             checks["ours_to_naive_p50_latency_ratio"] = ratio(worst["latency_ms"]["p50"], same[0]["latency_ms"]["p50"])
     return checks
+
+
+def _batched_vs_in_turn(rows: Sequence[Dict[str, object]]) -> List[Dict[str, object]]:
+    """Per rate and batched ``max_batch``: its throughput and latency p50/p99 over the in-turn (1) run's."""
+    in_turn = {r["rate_factor"]: r for r in rows if r["node"] == "ours" and r.get("max_batch") == 1}
+    compared = []
+    for row in rows:
+        base = in_turn.get(row["rate_factor"])
+        if row["node"] != "ours" or base is None or (row.get("max_batch") or 1) == 1:
+            continue
+        compared.append(
+            {
+                "rate_factor": row["rate_factor"],
+                "max_batch": row["max_batch"],
+                "throughput_ratio": ratio(row["throughput_hz"], base["throughput_hz"]),
+                "latency_p50_ratio": ratio(row["latency_ms"]["p50"], base["latency_ms"]["p50"]),
+                "latency_p99_ratio": ratio(row["latency_ms"]["p99"], base["latency_ms"]["p99"]),
+            }
+        )
+    return compared
 
 
 def soak(args: argparse.Namespace) -> Dict[str, object]:
@@ -243,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--iterations", type=int, default=200, help="frames timed in process (default: 200)")
     parser.add_argument("--threads", type=int, help="inference threads of both nodes (default: the spec's)")
     parser.add_argument("--node", choices=("ours", "naive"), action="append", help="only these nodes (default: both)")
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        action="append",
+        help="our node's ~max_batch; repeatable, one run each, e.g. 1 (in turn) and 4 (default: the node's)",
+    )
     parser.add_argument("--matrix", action="store_true", help="all README sizes, 1 and 4 cameras")
     parser.add_argument("--soak", action="store_true", help="our node alone for --duration s (use >= 600)")
     parser.add_argument("--json", help="write the results here")
@@ -260,6 +328,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 "expected --cameras >= 1 and --duration > --warmup, found %d and %.0f <= %.0f"
                 % (args.cameras, args.duration, args.warmup)
             )
+        if any(value < 1 for value in args.max_batch or []):
+            raise ConfigError("--max-batch: expected positive integers, found %s" % args.max_batch)
         master = ensure_master()
         rospy.init_node("dl_vision_benchmark", disable_signals=True)
         rates = args.rate or ["0.5x", "2x"]

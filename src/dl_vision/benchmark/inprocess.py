@@ -15,8 +15,9 @@ import numpy as np
 from sensor_msgs.msg import Image
 
 from dl_vision import messages
-from dl_vision.benchmark.summary import PIPELINE_STAGES, summarize_ms
+from dl_vision.benchmark.summary import PIPELINE_STAGES, ratio
 from dl_vision.frame_processor import FrameProcessor
+from dl_vision.latency import summarize_ms
 from dl_vision.pipeline import Detector
 
 #: The stages counted as our node's overhead: everything but the model and rospy's transport.
@@ -27,7 +28,7 @@ def measure_model_only(detector: Detector, frame: np.ndarray, iterations: int, w
     """Time ``detector.backend.run`` alone on the pre-processed ``frame``.
 
     Returns:
-        ``{"inference_ms": summary}`` (see :func:`~dl_vision.benchmark.summary.summarize_ms`).
+        ``{"inference_ms": summary}`` (see :func:`~dl_vision.latency.summarize_ms`).
     """
     tensor, _ = detector.preprocessor(frame)
     for _ in range(warmup):
@@ -40,6 +41,13 @@ def measure_model_only(detector: Detector, frame: np.ndarray, iterations: int, w
     return {"inference_ms": summarize_ms(samples)}
 
 
+def _serialized(frame: np.ndarray) -> bytes:
+    """``frame`` as the wire bytes of a ``sensor_msgs/Image`` (what rospy hands the node)."""
+    buffer = io.BytesIO()
+    messages.bgr_to_image_msg(frame, messages.make_header(frame_id="bench_camera")).serialize(buffer)
+    return buffer.getvalue()
+
+
 def measure_pipeline(detector: Detector, frame: np.ndarray, iterations: int, warmup: int = 10) -> Dict[str, object]:
     """Time each stage ``detector_node`` runs per frame, on the serialised ``frame``.
 
@@ -50,9 +58,7 @@ def measure_pipeline(detector: Detector, frame: np.ndarray, iterations: int, war
     """
     processor = FrameProcessor(detector)
     types = messages.genpy_types()
-    buffer = io.BytesIO()
-    messages.bgr_to_image_msg(frame, messages.make_header(frame_id="bench_camera")).serialize(buffer)
-    wire = buffer.getvalue()
+    wire = _serialized(frame)
     rows: List[List[float]] = []
     found = 0
     for i in range(warmup + iterations):
@@ -67,4 +73,42 @@ def measure_pipeline(detector: Detector, frame: np.ndarray, iterations: int, war
         "total_ms": summarize_ms(table.sum(axis=1)),
         "overhead_ms": summarize_ms(table[:, overhead_columns].sum(axis=1)),
         "detections": found,
+    }
+
+
+def measure_batch(
+    detector: Detector, frame: np.ndarray, cameras: int, rounds: int, warmup: int = 3
+) -> Dict[str, object]:
+    """Time the node's work on one frame of each of ``cameras`` cameras: as one batch, and one by one.
+
+    Each round runs both, one after the other, so that the load of a shared machine hits both alike.
+
+    Returns:
+        ``{"cameras", "rounds", "batched_ms": summary, "in_turn_ms": summary, "speedup"}``: the time
+        for all cameras' frames as one :meth:`~FrameProcessor.process_serialized_batch` call and as
+        ``cameras`` :meth:`~FrameProcessor.process_serialized` calls; ``speedup`` is the ratio of
+        their medians (above 1: the batch is faster).
+    """
+    processor = FrameProcessor(detector)
+    types = messages.genpy_types()
+    wires = [_serialized(frame)] * cameras
+    batched: List[float] = []
+    in_turn: List[float] = []
+    for i in range(warmup + rounds):
+        start = time.perf_counter()
+        processor.process_serialized_batch(wires, Image, types=types)
+        middle = time.perf_counter()
+        for wire in wires:
+            processor.process_serialized(wire, Image, types=types)
+        end = time.perf_counter()
+        if i >= warmup:
+            batched.append((middle - start) * 1e3)
+            in_turn.append((end - middle) * 1e3)
+    batched_summary, in_turn_summary = summarize_ms(batched), summarize_ms(in_turn)
+    return {
+        "cameras": cameras,
+        "rounds": rounds,
+        "batched_ms": batched_summary,
+        "in_turn_ms": in_turn_summary,
+        "speedup": ratio(in_turn_summary["p50"], batched_summary["p50"]),
     }

@@ -24,8 +24,9 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from dl_vision.benchmark.procfs import ProcessSampler
-from dl_vision.benchmark.summary import latency_growth, summarize_ms
+from dl_vision.benchmark.summary import latency_growth
 from dl_vision.errors import ConfigError
+from dl_vision.latency import summarize_ms
 from dl_vision.messages import bgr_to_image_msg
 from dl_vision.msg import DetectionArray
 

@@ -62,12 +62,19 @@ def _cell(value: Optional[float], digits: int = 1) -> str:
     return "n/a" if value is None else "%.*f" % (digits, value)
 
 
+def _node_label(row: dict) -> str:
+    """``ours``, ``naive``, or ``ours, max_batch 4`` when the run set our node's ``~max_batch``."""
+    max_batch = row.get("max_batch")
+    return row["node"] if max_batch is None else "%s, max_batch %d" % (row["node"], max_batch)
+
+
 def markdown_tables(runs: Sequence[dict]) -> str:
     """The README's benchmark tables from benchmark results (one dict per ``benchmark`` invocation).
 
     Returns:
-        Markdown: a per-frame cost table (one row per input size) and a
-        through-ROS table (one row per node, rate and camera count).
+        Markdown: a per-frame cost table (one row per input size), a batched-against-in-turn table
+        when a run measured one (several cameras, a batch-capable model) and a through-ROS table
+        (one row per node, ``~max_batch``, rate and camera count).
     """
     lines = [
         "| input | model only p50 | deserialize | decode | pre-process | inference | post-process | message build"
@@ -93,6 +100,30 @@ def markdown_tables(runs: Sequence[dict]) -> str:
                 _cell(run["capacity_hz"], 0),
             )
         )
+    batches = [run for run in runs if "batch" in run]
+    if batches:
+        lines += [
+            "",
+            "| input | cameras | one by one (all cameras) | as one batch | per frame one by one | per frame batched"
+            " | speed-up |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for run in batches:
+            batch = run["batch"]
+            cameras = batch["cameras"]
+            in_turn, batched = batch["in_turn_ms"]["p50"], batch["batched_ms"]["p50"]
+            lines.append(
+                "| %s | %d | %s ms | %s ms | %s ms | %s ms | %s |"
+                % (
+                    run["config"]["size"],
+                    cameras,
+                    _cell(in_turn),
+                    _cell(batched),
+                    _cell(None if in_turn is None else in_turn / cameras),
+                    _cell(None if batched is None else batched / cameras),
+                    "n/a" if batch["speedup"] is None else "%.2fx" % batch["speedup"],
+                )
+            )
     lines += [
         "",
         "| input | cameras | offered (Hz, all cameras) | node | output (Hz) | answered | latency p50 | p90 | p99"
@@ -112,7 +143,7 @@ def markdown_tables(runs: Sequence[dict]) -> str:
                     cameras,
                     _cell(None if row["offered_hz"] is None else row["offered_hz"] * cameras, 0),
                     _cell(row["rate_factor"], 1),
-                    row["node"],
+                    _node_label(row),
                     _cell(row["throughput_hz"], 1),
                     "n/a" if answered is None else "%.0f%%" % (100 * answered),
                     _cell(lat["p50"]),

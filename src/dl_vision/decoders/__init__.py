@@ -25,6 +25,7 @@ DECODERS = Registry(
         "yolo": "dl_vision.decoders.yolo:YoloDecoder",
         "tf_od_api": "dl_vision.decoders.tf_od_api:TfOdApiDecoder",
         "tflite_ssd": "dl_vision.decoders.tflite_ssd:TfliteSsdDecoder",
+        "movenet": "dl_vision.decoders.movenet:MoveNetDecoder",
     },
 )
 

@@ -10,9 +10,8 @@ the expected number of frames and no output came for ``~settle_s``, or nothing a
 
 Parameters: ``~output_bag``, ``~timing_json``, ``~expected_frames`` (0: stop on idle only),
 ``~detections_topic``, ``~class_map_topic`` (empty: not recorded), ``~settle_s`` (2.0),
-``~idle_timeout_s`` (15.0), ``~startup_timeout_s`` (120.0), ``~compressed`` (images are
-``CompressedImage``), ``~ready_topic`` (the node's latched ``LabelTable``; images are subscribed
-once it arrives). Subscribes ``image`` (remap it to the played topic).
+``~idle_timeout_s`` (15.0), ``~startup_timeout_s`` (120.0), ``~ready_topic`` (the node's latched
+``LabelTable``; images are subscribed once it arrives). Subscribes ``image`` (remap it to the played topic).
 """
 
 from __future__ import annotations
@@ -24,7 +23,8 @@ from typing import Dict, List
 
 import rosbag
 import rospy
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
 
 from dl_vision.messages import stamp_to_ns
 from dl_vision.msg import DetectionArray, LabelTable
@@ -67,18 +67,20 @@ class EvalRecorder:
         ready_topic = str(rospy.get_param("~ready_topic", ""))
         if ready_topic:
             rospy.wait_for_message(ready_topic, LabelTable, timeout=self.startup_timeout_s)
-        # Only the header is needed, but rospy deserialises whole images; a large buffer keeps
-        # it from dropping frames at the socket (which would count as the node's drops).
-        image_class = CompressedImage if rospy.get_param("~compressed", False) else Image
+        # Only the header is needed: as raw bytes (AnyMsg) the image is never deserialised, so its
+        # arrival time is taken as soon as rospy hands it over (a slow image callback would let the
+        # node's small outputs arrive "before" their input). A large buffer keeps rospy from
+        # dropping frames at the socket (which would count as the node's drops).
         self.subscribers.append(
-            rospy.Subscriber("image", image_class, self._on_image, queue_size=1000, buff_size=2**26, tcp_nodelay=True)
+            rospy.Subscriber("image", rospy.AnyMsg, self._on_image, queue_size=1000, buff_size=2**26, tcp_nodelay=True)
         )
         self.started = time.monotonic()
 
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, raw: rospy.AnyMsg) -> None:
         now = time.monotonic()
+        header = Header().deserialize(raw._buff)  # Image and CompressedImage both start with it
         with self.lock:
-            self.inputs.setdefault(stamp_to_ns(msg.header.stamp), now)
+            self.inputs.setdefault(stamp_to_ns(header.stamp), now)
             self.first_arrival = self.first_arrival or now
             self.last_arrival = now
 

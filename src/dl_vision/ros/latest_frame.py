@@ -7,14 +7,20 @@ the message in a mailbox with one slot per source (camera), overwriting, and
 counting as skipped, a frame that was never taken, and a worker thread takes
 the newest frames when it is free. Sources are served in the order their
 waiting frame first arrived, so several cameras sharing one model take turns
-and none starves. No rospy in this module: it is tested without a master.
+and none starves. With ``max_batch`` > 1 the worker takes the newest frame of up
+to that many waiting sources at once, longest-waiting first, for a model that
+runs them as one batch; the sources left over keep their place at the head of
+the line. It never waits for a batch to fill: what is waiting when the worker is
+free is what it takes. No rospy in this module: it is tested without a master.
 """
 
 from __future__ import annotations
 
 import collections
 import threading
-from typing import Any, Callable, Dict, Hashable, Optional, Tuple
+from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence
+
+from dl_vision.errors import ConfigError
 
 _STOP = object()
 
@@ -24,9 +30,9 @@ class FrameCounters:
 
     Attributes (read through :meth:`snapshot`):
         received: frames handed to :meth:`LatestFrameWorker.put`.
-        processed: frames the worker finished without an exception.
+        processed: frames the worker finished without an error.
         skipped: frames overwritten before the worker took them, or dropped on purpose.
-        errors: frames whose processing raised.
+        errors: frames whose processing failed.
     """
 
     _FIELDS = ("received", "processed", "skipped", "errors")
@@ -46,24 +52,38 @@ class FrameCounters:
             return dict(self._values)
 
 
+#: What a ``process`` callback returns per item: None when it was processed, else what it failed with.
+Outcome = Optional[Exception]
+
+
 class LatestFrameWorker:
     """A mailbox with one slot per source plus the thread that empties it.
 
     Args:
-        process: called on the worker thread with each taken item. Exceptions
-            are counted as errors and passed to ``on_error``; the worker goes on.
-        on_error: called with ``(item, exception)`` after a failed ``process``.
+        process: called on the worker thread with a list of taken items (the newest of each of up
+            to ``max_batch`` sources, longest-waiting source first); returns one :data:`Outcome`
+            per item, in order. An exception it raises fails every item of the call; either way
+            the worker goes on.
+        on_error: called with ``(item, exception)`` for each failed item.
         name: the thread's name.
+        max_batch: the most items handed to one ``process`` call (1: one source at a time).
+
+    Raises:
+        ConfigError: ``max_batch`` is not a positive integer.
     """
 
     def __init__(
         self,
-        process: Callable[[Any], None],
+        process: Callable[[List[Any]], Sequence[Outcome]],
         on_error: Optional[Callable[[Any, Exception], None]] = None,
         name: str = "latest-frame-worker",
+        max_batch: int = 1,
     ) -> None:
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ConfigError("max_batch: expected a positive integer, found %r" % (max_batch,))
         self._process = process
         self._on_error = on_error
+        self.max_batch = max_batch
         self._condition = threading.Condition()
         #: source -> newest waiting item, in the order each source's wait began.
         self._pending: "collections.OrderedDict[Hashable, Any]" = collections.OrderedDict()
@@ -107,34 +127,38 @@ class LatestFrameWorker:
             self._source_counters[source] = FrameCounters()
         self._source_counters[source].add(field)
 
-    def _take(self) -> Tuple[Hashable, Any]:
-        """``(source, item)`` of the longest-waiting source, waiting for one; :data:`_STOP` once stopping."""
+    def _take(self) -> Any:
+        """``[(source, item), ...]`` of up to ``max_batch`` longest-waiting sources, waiting for one;
+        :data:`_STOP` once stopping."""
         with self._condition:
             while not self._pending and not self._stopping:
                 self._condition.wait()
             if self._stopping:
                 return _STOP
-            return self._pending.popitem(last=False)
+            return [self._pending.popitem(last=False) for _ in range(min(self.max_batch, len(self._pending)))]
 
     def _run(self) -> None:
         while True:
             taken = self._take()
             if taken is _STOP:
                 return
-            source, item = taken
+            items = [item for _, item in taken]
             try:
-                self._process(item)
-            except Exception as err:  # the node must survive any one bad frame
-                with self._condition:
-                    self._count(source, "errors")
-                if self._on_error is not None:
-                    self._on_error(item, err)
-            else:
-                with self._condition:
-                    self._count(source, "processed")
+                outcomes = list(self._process(items))
+                if len(outcomes) != len(items):
+                    raise RuntimeError("process: expected %d outcomes, found %d" % (len(items), len(outcomes)))
+            except Exception as err:  # the node must survive anything one batch does
+                outcomes = [err] * len(items)
+            with self._condition:
+                for (source, _), outcome in zip(taken, outcomes):
+                    self._count(source, "processed" if outcome is None else "errors")
+            if self._on_error is not None:
+                for item, outcome in zip(items, outcomes):
+                    if outcome is not None:
+                        self._on_error(item, outcome)
 
     def stop(self, timeout: Optional[float] = 5.0) -> None:
-        """Ask the worker to finish (a frame in progress completes) and wait up to ``timeout`` s."""
+        """Ask the worker to finish (a batch in progress completes) and wait up to ``timeout`` s."""
         with self._condition:
             self._stopping = True
             self._condition.notify_all()

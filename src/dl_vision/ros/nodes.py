@@ -7,9 +7,11 @@ live under the node's name; see the README's "Nodes, topics and parameters"):
 Subscribes ``image`` (``sensor_msgs/Image``; remap it) or, with
 ``~transport: compressed``, ``<image>/compressed`` (``sensor_msgs/CompressedImage``).
 With ``~image_topics: [a, b, ...]`` it subscribes to each of those instead, runs
-every camera's newest frame through the same models in turn, and publishes each
+every camera's newest frame through the same models, and publishes each
 camera's outputs under ``~<camera>/`` (camera names from ``~camera_names`` or
-from the topics).
+from the topics). With ``~max_batch`` > 1 and models that all take a batch,
+the newest frames of up to that many waiting cameras go through the models as
+one batch; otherwise the cameras take turns.
 
 Publishes ``~detections`` (``dl_vision/DetectionArray``, one per processed frame,
 empty included), latched ``~labels`` and ``~segmentation_labels``
@@ -52,6 +54,10 @@ TRANSPORTS = ("raw", "compressed")
 GIL_SWITCH_INTERVAL_S = 0.0005
 #: Frames kept for the rolling statistics in diagnostics.
 STATS_WINDOW = 100
+#: ``~max_batch`` default: cameras in turn. On ONNX Runtime CPU a batch of four cameras' frames cost
+#: nearly four frames' time, so batching raised throughput a little and doubled latency under
+#: overload (README, Benchmark); it pays where a batch costs little more than one frame (a GPU).
+DEFAULT_MAX_BATCH = 1
 
 
 def parse_class_filter(text: str) -> Optional[Tuple[str, ...]]:
@@ -152,7 +158,7 @@ class VisionNode:
     """Subscribe to one or more image topics, run the enabled models on the newest frames, publish results.
 
     Args:
-        detect: run a detector (``~detector/model``, default ``face``).
+        detect: run a detector (``~detector/model``, default ``coco``).
         segment: run a segmenter (``~segmenter/model``, default ``person_segmentation``).
 
     Raises:
@@ -163,6 +169,9 @@ class VisionNode:
         self.transport = str(rospy.get_param("~transport", "raw"))
         if self.transport not in TRANSPORTS:
             raise ConfigError("~transport: expected one of %s, found %r" % ("|".join(TRANSPORTS), self.transport))
+        max_batch = rospy.get_param("~max_batch", DEFAULT_MAX_BATCH)
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ConfigError("~max_batch: expected a positive integer, found %r" % (max_batch,))
         # Advertise before loading the models (seconds) so that consumers are
         # connected by the time the first frame is answered.
         self.vision_msgs = self._vision_msgs_module() if detect else None
@@ -189,12 +198,16 @@ class VisionNode:
             )
 
         self._stats_lock = threading.Lock()
+        #: Per batch: the worker's seconds per frame of it, and its size.
         self._frame_seconds: Deque[float] = collections.deque(maxlen=STATS_WINDOW)
+        self._batch_sizes: Deque[int] = collections.deque(maxlen=STATS_WINDOW)
         self._latency_seconds: Deque[float] = collections.deque(maxlen=STATS_WINDOW)
         self._last_error = ""
         self._last_counts = {"received": 0, "processed": 0}
         self._last_report = time.monotonic()
-        self.worker = LatestFrameWorker(self._process, self._on_error, name="vision-worker")
+        self.worker = LatestFrameWorker(
+            self._process, self._on_error, name="vision-worker", max_batch=self._batch_size(max_batch)
+        )
         self.updater = diagnostic_updater.Updater()
         self.updater.setHardwareID(rospy.get_name())
         self.updater.add("frames", self._diagnose)
@@ -219,17 +232,18 @@ class VisionNode:
                 tcp_nodelay=True,
             )
         rospy.loginfo(
-            "%s: %s on %s (%s)",
+            "%s: %s on %s (%s%s)",
             rospy.get_name(),
-            " + ".join(model.spec.name for model in self.processor.models),
+            " + ".join("%s (%s)" % (model.spec.name, model.backend.provider) for model in self.processor.models),
             ", ".join(camera.image_topic for camera in self.cameras),
             self.transport,
+            ", up to %d cameras per batch" % self.worker.max_batch if self.worker.max_batch > 1 else "",
         )
 
     # -- setup ---------------------------------------------------------------------------
     @staticmethod
     def _load_detector() -> Detector:
-        detector = Detector.from_spec(str(rospy.get_param("~detector/model", "face")), **_runtime("~detector/"))
+        detector = Detector.from_spec(str(rospy.get_param("~detector/model", "coco")), **_runtime("~detector/"))
         options = detector.options
         # The spec's thresholds are the defaults; dynamic_reconfigure reads these
         # parameters at start, so seed the ones the user did not set.
@@ -246,6 +260,19 @@ class VisionNode:
         if not rospy.has_param("~segmenter/threshold"):
             rospy.set_param("~segmenter/threshold", float(segmenter.options.mask_threshold))
         return segmenter
+
+    def _batch_size(self, wanted: int) -> int:
+        """Most frames per model run: ``~max_batch`` capped by the camera count; 1 unless every model takes a batch."""
+        if wanted > 1 and len(self.cameras) > 1 and not self.processor.supports_batch:
+            if rospy.has_param("~max_batch"):
+                rospy.logwarn(
+                    "%s: ~max_batch %d ignored: %s cannot run a batch (fixed batch dimension); cameras take turns",
+                    rospy.get_name(),
+                    wanted,
+                    " / ".join(model.spec.name for model in self.processor.models if not model.backend.supports_batch),
+                )
+            return 1
+        return min(wanted, len(self.cameras))
 
     def _camera_topics(self) -> List[Tuple[str, str]]:
         """``(camera name, resolved input topic)`` per camera; name "" for the single ``image`` topic."""
@@ -314,20 +341,47 @@ class VisionNode:
                 % (expected._type, expected._md5sum, found, connection.get("md5sum", "?"), connection.get("callerid"))
             )
 
-    def _process(self, item: Tuple[_Camera, rospy.AnyMsg]) -> None:
-        """Worker thread: one frame through the processor, its messages on its camera's topics."""
+    def _process(self, items: List[Tuple[_Camera, rospy.AnyMsg]]) -> List[Optional[Exception]]:
+        """Worker thread: the taken frames (one per camera) through the processor as one batch.
+
+        Each frame's messages go to its own camera's topics. A frame of the wrong type, or one that
+        does not decode, fails alone (its error in its place); a model failure fails the batch.
+        """
         started = time.monotonic()
-        camera, raw = item
-        self._check_type(raw)
-        result = self.processor.process_serialized(raw._buff, self.message_class, camera.wanted(), self.types)
-        camera.publish(result.messages)
-        if camera.vision_pub is not None and result.detections is not None:
-            camera.vision_pub.publish(to_detection2d_array(self.vision_msgs, result.detections, result.header))
-        stamp = result.header.stamp
-        latency = (rospy.Time.now() - stamp).to_sec() if stamp else float("nan")
-        with self._stats_lock:
-            self._frame_seconds.append(time.monotonic() - started)
-            self._latency_seconds.append(latency)
+        outcomes: List[Optional[Exception]] = [None] * len(items)
+        accepted = []
+        for index, (_camera, raw) in enumerate(items):
+            try:
+                self._check_type(raw)
+            except ImageConversionError as err:
+                outcomes[index] = err
+            else:
+                accepted.append(index)
+        if not accepted:
+            return outcomes
+        results = self.processor.process_serialized_batch(
+            [items[i][1]._buff for i in accepted],
+            self.message_class,
+            [items[i][0].wanted() for i in accepted],
+            self.types,
+        )
+        latencies = []
+        for index, result in zip(accepted, results):
+            if isinstance(result, Exception):
+                outcomes[index] = result
+                continue
+            camera = items[index][0]
+            camera.publish(result.messages)
+            if camera.vision_pub is not None and result.detections is not None:
+                camera.vision_pub.publish(to_detection2d_array(self.vision_msgs, result.detections, result.header))
+            stamp = result.header.stamp
+            latencies.append((rospy.Time.now() - stamp).to_sec() if stamp else float("nan"))
+        if latencies:
+            with self._stats_lock:
+                self._frame_seconds.append((time.monotonic() - started) / len(latencies))
+                self._batch_sizes.append(len(latencies))
+                self._latency_seconds.extend(latencies)
+        return outcomes
 
     def _on_error(self, item: Tuple[_Camera, Any], err: Exception) -> None:
         camera, raw = item
@@ -351,6 +405,7 @@ class VisionNode:
         self._last_counts, self._last_report = counts, now
         with self._stats_lock:
             frame_ms = 1000.0 * np.asarray(self._frame_seconds, dtype=np.float64)
+            batch_sizes = np.asarray(self._batch_sizes, dtype=np.float64)
             latency_ms = 1000.0 * np.asarray(self._latency_seconds, dtype=np.float64)
         if not self.worker.alive:
             stat.summary(DiagnosticStatus.ERROR, "worker thread stopped")
@@ -375,6 +430,9 @@ class VisionNode:
             stat.add("frame time max (ms)", "%.2f" % frame_ms.max())
             finite = latency_ms[np.isfinite(latency_ms)]
             stat.add("latency median (ms)", "%.2f" % np.median(finite) if finite.size else "n/a")
+        stat.add("max batch", str(self.worker.max_batch))
+        if self.worker.max_batch > 1 and batch_sizes.size:
+            stat.add("batch size mean", "%.2f" % batch_sizes.mean())
         processor = self.processor
         for prefix, model, enabled in (
             ("detector", processor.detector, processor.detector_enabled),
@@ -382,8 +440,9 @@ class VisionNode:
         ):
             if model is not None:
                 stat.add(prefix + " model", model.spec.name)
+                stat.add(prefix + " provider", model.backend.provider)
                 stat.add(prefix + " enabled", str(enabled))
-        for stage, milliseconds in processor.timings.items():  # the last frame's stages
+        for stage, milliseconds in processor.timings.items():  # the last batch's stages
             stat.add("%s (ms)" % stage.replace("/", " "), "%.2f" % milliseconds)
         return stat
 
