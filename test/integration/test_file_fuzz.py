@@ -1,16 +1,17 @@
 """File fuzz: corrupted copies of every kind of file a user hands the package, through the real entry
 points, as the frame fuzz (``test/rostest/fuzz.test``) does for messages.
 
-Kinds and entry points: a TFLite model (the default face detector) and an ONNX model (a Conv head
-built here) through ``infer``; a bag (rosbag-written, lz4 chunks) and a COCO JSON through
-``evaluate offline``; a spec YAML (``face.yaml``) through ``infer``; damaged models given to a node
-started by ``roslaunch detect.launch`` with respawn on. Each variant is a truncation at a random
+Kinds and entry points: a TFLite model (the face detector), the COCO detector's frozen graph
+(SSD-MobileNet-v2, 70 MB) and an ONNX model (a Conv head built here) through ``infer``; a bag
+(rosbag-written, lz4 chunks) and a COCO JSON through ``evaluate offline``; a spec YAML
+(``face.yaml``) through ``infer``; damaged models given to a node started by ``roslaunch
+detect.launch`` with respawn on. Each variant is a truncation at a random
 offset, bit flips, a zeroed span or a span of random bytes (in turn).
 
 Pass: a command exits 0 (the damage missed everything that matters: weights, pixels, a comment) or
 with the commands' user-error status 2 and a last stderr line starting ``error:``; never a
 traceback, a signal or a hang. A node that cannot start logs one FATAL line and exits 1 on every
-attempt. ``DL_VISION_FILE_FUZZ_COUNT`` variants per kind (CI: 4, one of each corruption;
+attempt. ``DL_VISION_FILE_FUZZ_COUNT`` variants per kind (CI: 4, one of each corruption, 2 of the frozen graph;
 ``docs/measurements.md`` has the run with 200), ``DL_VISION_FILE_FUZZ_NODE_COUNT`` node starts
 (default 2: the issue's cases), ``DL_VISION_FILE_FUZZ_SEED``; ``DL_VISION_FILE_FUZZ_REPORT=path``
 writes the outcomes per kind as JSON.
@@ -18,6 +19,7 @@ writes the outcomes per kind as JSON.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import queue
@@ -31,7 +33,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -44,7 +46,9 @@ from sensor_msgs.msg import Image
 from dl_vision import assets
 
 REPO = Path(__file__).resolve().parents[2]
-COUNT = int(os.environ.get("DL_VISION_FILE_FUZZ_COUNT", "4"))
+#: Variants per kind; by default 4 (one of each corruption), 2 of the frozen graph (a run loads 70 MB and runs it).
+COUNT = int(os.environ.get("DL_VISION_FILE_FUZZ_COUNT", "0"))
+DEFAULT_COUNTS = {"frozen_graph": 2}
 NODE_COUNT = int(os.environ.get("DL_VISION_FILE_FUZZ_NODE_COUNT", "2"))
 SEED = int(os.environ.get("DL_VISION_FILE_FUZZ_SEED", "15"))
 REPORT = os.environ.get("DL_VISION_FILE_FUZZ_REPORT")
@@ -57,10 +61,9 @@ TOPIC = "/camera/image_raw"
 pytestmark = pytest.mark.ros
 
 
-def corrupt(data: bytes, count: int, seed: int) -> List[Tuple[str, bytes]]:
+def corrupt(data: bytes, count: int, seed: int) -> Iterator[Tuple[str, bytes]]:
     """``count`` damaged copies of ``data``: truncations, bit flips, zeroed and random spans, in turn."""
     rng = random.Random(seed)
-    variants = []
     for i in range(count):
         how = CORRUPTIONS[i % len(CORRUPTIONS)]
         copy = bytearray(data)
@@ -75,8 +78,7 @@ def corrupt(data: bytes, count: int, seed: int) -> List[Tuple[str, bytes]]:
             copy[start : start + span] = (
                 bytes(span) if how == "zero" else bytes(rng.getrandbits(8) for _ in range(span))
             )
-        variants.append(("%03d_%s" % (i, how), bytes(copy)))
-    return variants
+        yield "%03d_%s" % (i, how), bytes(copy)
 
 
 def run_command(args: Sequence[str], cwd: Path, env: Optional[Dict[str, str]] = None) -> Dict[str, object]:
@@ -115,6 +117,12 @@ def _write_spec(path: Path, model: Path, base: str) -> Path:
 
 FACE_SPEC = (
     (REPO / "config" / "models" / "face.yaml").read_text().replace("{asset: face_detection_full_range}", "MODEL_FILE")
+)
+COCO_SPEC = (
+    (REPO / "config" / "models" / "coco.yaml")
+    .read_text()
+    .replace("{asset: ssd_mobilenet_v2_coco}", "MODEL_FILE")
+    .replace("../labels/", str(REPO / "config" / "labels") + "/")
 )
 ONNX_SPEC = """name: fuzz_onnx
 task: detection
@@ -182,6 +190,7 @@ def originals(tmp_path_factory, activated_env) -> Dict[str, Path]:
     return {
         "photo": photo,
         "tflite": assets.fetch("face_detection_full_range"),
+        "frozen_graph": assets.fetch("ssd_mobilenet_v2_coco"),
         "onnx": _onnx_model(folder / "head.onnx"),
         "bag": bag,
         "coco": truth,
@@ -197,6 +206,8 @@ def _commands(kind: str, variant: Path, originals: Dict[str, Path], work: Path) 
         return infer + [str(_write_spec(work / "spec.yaml", variant, FACE_SPEC))]
     if kind == "onnx":
         return infer + [str(_write_spec(work / "spec.yaml", variant, ONNX_SPEC))]
+    if kind == "frozen_graph":
+        return infer + [str(_write_spec(work / "spec.yaml", variant, COCO_SPEC))]
     if kind == "spec":
         return infer + [str(variant)]
     if kind == "bag":
@@ -204,23 +215,33 @@ def _commands(kind: str, variant: Path, originals: Dict[str, Path], work: Path) 
     return evaluate + ["--bag", str(originals["bag"]), "--gt", str(variant)]
 
 
-SUFFIX = {"tflite": ".tflite", "onnx": ".onnx", "spec": ".yaml", "bag": ".bag", "coco": ".json"}
+SUFFIX = {"tflite": ".tflite", "frozen_graph": ".pb", "onnx": ".onnx", "spec": ".yaml", "bag": ".bag", "coco": ".json"}
+#: Seed offset of each kind (fixed, so that adding a kind keeps the others' variants).
+KIND_SEEDS = {"bag": 0, "coco": 1, "onnx": 2, "spec": 3, "tflite": 4, "frozen_graph": 5}
 
 
 @pytest.mark.parametrize("kind", list(SUFFIX))
 def test_corrupted_files_through_the_entry_points(kind, originals, tmp_path):
-    original = originals[kind]
-    jobs = []
-    for name, data in corrupt(original.read_bytes(), COUNT, SEED + sorted(SUFFIX).index(kind)):
-        work = tmp_path / name
-        work.mkdir()
-        variant = work / (name + SUFFIX[kind])
-        variant.write_bytes(data)
-        jobs.append((name, _commands(kind, variant, originals, work), work))
     # Each damaged ONNX file gets a verdict file (its sha256) in the model cache: keep those out of the real one.
     env = dict(os.environ, DL_VISION_CACHE=str(tmp_path / "cache")) if kind == "onnx" else None
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        outcomes = dict(zip([j[0] for j in jobs], pool.map(lambda job: run_command(job[1], job[2], env), jobs)))
+    workers = os.cpu_count() or 2
+    count = COUNT or DEFAULT_COUNTS.get(kind, 4)
+    variants = corrupt(originals[kind].read_bytes(), count, SEED + KIND_SEEDS[kind])
+    outcomes: Dict[str, Dict[str, object]] = {}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        while True:  # a few variants on disk at a time (a damaged frozen graph is 70 MB)
+            batch = []
+            for name, data in itertools.islice(variants, workers):
+                work = tmp_path / name
+                work.mkdir()
+                variant = work / (name + SUFFIX[kind])
+                variant.write_bytes(data)
+                batch.append((name, _commands(kind, variant, originals, work), work, variant))
+            if not batch:
+                break
+            for (name, _, _, variant), outcome in zip(batch, pool.map(lambda j: run_command(j[1], j[2], env), batch)):
+                outcomes[name] = outcome
+                variant.unlink()
     counts: Dict[str, int] = {}
     for outcome in outcomes.values():
         counts[str(outcome["outcome"])] = counts.get(str(outcome["outcome"]), 0) + 1
