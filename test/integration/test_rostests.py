@@ -6,6 +6,7 @@ default mode, whose exit status reports failures (and tests that never reported)
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 from pathlib import Path
 
@@ -21,6 +22,11 @@ pytestmark = pytest.mark.ros
 
 @pytest.mark.parametrize("test_file", ROSTESTS)
 def test_rostest(test_file: str, activated_env: Path, tmp_path: Path) -> None:
+    if test_file == "vision_msgs_output.test" and importlib.util.find_spec("vision_msgs") is None:
+        pytest.skip(
+            "vision_msgs is not installed: expected ros-noetic-vision-msgs, or its source in $DL_VISION_THIRD_PARTY "
+            "(default ../shared/third_party), which bootstrap/setup.sh builds into the workspace"
+        )
     result = subprocess.run(
         ["rostest", "--results-base-dir", str(tmp_path), "dl_vision", test_file],
         stdout=subprocess.PIPE,

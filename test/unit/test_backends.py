@@ -272,6 +272,8 @@ def test_keras_backend_runs_batches(keras_files, name):
 
     backend = KerasBackend(keras_files / name)
     assert [(i.name, i.shape) for i in backend.inputs] == [("image", (None, 4, 4, 1))]
+    # Keras 2 (TF 2.13, Python 3.8) reports tf.DType, Keras 3 a name: both become numpy dtypes.
+    assert [i.dtype for i in backend.inputs + backend.outputs] == [np.dtype(np.float32)] * 2
     assert backend.supports_batch
     batch = np.arange(3 * 16, dtype=np.float32).reshape(3, 4, 4, 1)
     (output,) = backend.run(batch).values()

@@ -139,6 +139,7 @@ def _ros_row(max_batch, rate_factor, throughput_hz, p50, node="ours"):
     }
 
 
+@pytest.mark.ros  # benchmark.cli imports rospy
 def test_batched_runs_get_their_own_table_rows_and_a_comparison_with_in_turn() -> None:
     from dl_vision.benchmark.cli import _batched_vs_in_turn, _node_runs
 

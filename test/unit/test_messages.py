@@ -35,7 +35,8 @@ ENCODED = {
     "mono16": (HIGH_BYTE_GRAY, np.dstack([GRAY] * 3)),
     "16UC1": (HIGH_BYTE_GRAY, np.dstack([GRAY] * 3)),
 }
-FAMILIES = ("genpy", "rosbags")
+# genpy needs ROS (marker ros: the Python 3.8 run of the core deselects it); rosbags is pure Python.
+FAMILIES = (pytest.param("genpy", marks=pytest.mark.ros), "rosbags")
 _STORE = []
 
 
@@ -81,12 +82,14 @@ def test_raw_encodings_decode_to_bgr_honouring_step(family: str, encoding: str, 
     np.testing.assert_array_equal(image, expected)
 
 
+@pytest.mark.ros
 @pytest.mark.parametrize("encoding", ["mono16", "16UC1"])
 def test_16_bit_big_endian_uses_high_byte(encoding: str) -> None:
     message = raw_image(HIGH_BYTE_GRAY.astype(">u2"), encoding, "genpy", bigendian=True)
     np.testing.assert_array_equal(messages.image_to_bgr(message)[:, :, 1], GRAY)
 
 
+@pytest.mark.ros
 @pytest.mark.parametrize("encoding", sorted(ENCODED))
 @pytest.mark.parametrize("pad", [0, 3])
 def test_view_decoding_gives_the_same_pixels_and_shares_only_unpadded_bgr(encoding: str, pad: int) -> None:
@@ -99,6 +102,7 @@ def test_view_decoding_gives_the_same_pixels_and_shares_only_unpadded_bgr(encodi
     assert shares == (encoding in ("bgr8", "8UC3") and pad == 0)
 
 
+@pytest.mark.ros
 def test_decoded_image_does_not_alias_message_data() -> None:
     message = raw_image(BGR, "bgr8", "genpy")
     image = messages.image_to_bgr(message)
@@ -159,6 +163,7 @@ def _truncated_jpeg() -> bytes:
     return encoded.tobytes()[:20]
 
 
+@pytest.mark.ros
 @pytest.mark.parametrize(
     "case, data", [("empty", b""), ("text", b"definitely not an image"), ("truncated jpeg", _truncated_jpeg())]
 )
@@ -181,6 +186,7 @@ def test_bgr_and_mono_arrays_round_trip_through_messages(family: str) -> None:
         np.testing.assert_array_equal(decoded if array.ndim == 3 else decoded[:, :, 0], array)
 
 
+@pytest.mark.ros
 @pytest.mark.parametrize(
     "array",
     [np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 3), np.float32), np.zeros((0, 4, 3), np.uint8)],
@@ -204,6 +210,7 @@ def test_class_map_message_is_mono8_with_header_and_ids(family: str) -> None:
     np.testing.assert_array_equal(restored.class_map, class_map)
 
 
+@pytest.mark.ros
 def test_class_maps_must_be_single_channel_8_bit() -> None:
     message = messages.bgr_to_image_msg(BGR)
     with pytest.raises(ImageConversionError, match="class map encoding: expected one of mono8, 8UC1, found 'bgr8'"):
@@ -258,6 +265,7 @@ def test_detections_round_trip_through_detection_array(family: str, masks: str, 
         np.testing.assert_array_equal(restored.masks, original.masks)
 
 
+@pytest.mark.ros
 def test_empty_detections_make_an_empty_array_with_header() -> None:
     header = messages.make_header(frame_id="cam")
     message = messages.detections_to_msg(Detections.empty(LABELS), header, 640, 480, "face")
@@ -266,6 +274,7 @@ def test_empty_detections_make_an_empty_array_with_header() -> None:
     assert len(restored) == 0 and restored.labels == LABELS
 
 
+@pytest.mark.ros
 def test_genpy_detection_array_survives_serialisation() -> None:
     original = _detections("mixed", True)
     message = messages.detections_to_msg(original, messages.make_header(frame_id="cam"), 20, 14, "m")

@@ -190,11 +190,12 @@ class KerasBackend(_TensorFlowBackend):
             raise ModelError("%s is not a loadable Keras model: %s" % (path, _one_line(err))) from err
         self.path = path
         self.inputs: List[TensorInfo] = [
-            TensorInfo(_tensor_name(t, "input_%d" % i), tuple(t.shape), t.dtype)
+            TensorInfo(_tensor_name(t, "input_%d" % i), tuple(t.shape), _numpy_dtype(tf, t.dtype))
             for i, t in enumerate(self._model.inputs)
         ]
         self.outputs: List[TensorInfo] = [
-            TensorInfo(name, tuple(t.shape), t.dtype) for name, t in zip(self._output_names(), self._model.outputs)
+            TensorInfo(name, tuple(t.shape), _numpy_dtype(tf, t.dtype))
+            for name, t in zip(self._output_names(), self._model.outputs)
         ]
 
     def _output_names(self) -> List[str]:
@@ -220,6 +221,11 @@ class KerasBackend(_TensorFlowBackend):
             return {str(name): np.asarray(value) for name, value in result.items()}
         values = result if isinstance(result, (list, tuple)) else [result]
         return {info.name: np.asarray(value) for info, value in zip(self.outputs, values)}
+
+
+def _numpy_dtype(tf: Any, dtype: Any) -> np.dtype:
+    """The numpy dtype of a Keras tensor's dtype: a ``tf.DType`` (Keras 2, TF <= 2.15) or a name (Keras 3)."""
+    return np.dtype(tf.as_dtype(dtype).as_numpy_dtype)
 
 
 def _tensor_name(tensor: Any, fallback: str) -> str:
