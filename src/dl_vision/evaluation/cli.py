@@ -67,6 +67,11 @@ def evaluate_main(argv: Optional[List[str]] = None) -> int:
         "default: the spec's, as the node publishes",
     )
     offline.add_argument("--no-progress", action="store_true", help="no progress bar")
+    offline.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="evaluate the readable frames of a damaged (unindexed, truncated) bag; the report says how many were lost",
+    )
     live = sub.add_parser("live", help="play the bag through the vision node (roslaunch) and score its outputs")
     _truth_arguments(live)
     live.add_argument("--rate", type=float, default=1.0, help="playback rate factor")
@@ -106,7 +111,8 @@ def _run_evaluation(args: argparse.Namespace) -> Report:
         if args.gt_class_map_topic
         else "detect"
     )
-    check_inputs(args.bag, args.topic, truth)
+    allow_partial = getattr(args, "allow_partial", False)  # an offline option only
+    check_inputs(args.bag, args.topic, truth, allow_partial)
     detector_spec = load_spec(args.model) if task in ("detect", "both") else None
     segmenter_spec = load_spec(args.segmenter or "person_segmentation") if task in ("segment", "both") else None
     scoring = Scoring(score_threshold=args.score_threshold, iou_threshold=args.iou_threshold)
@@ -132,7 +138,15 @@ def _run_evaluation(args: argparse.Namespace) -> Report:
         detector.options.score_threshold = args.score_floor
     segmenter = Segmenter.from_spec(segmenter_spec) if segmenter_spec else None
     predictions = ModelPredictions(FrameProcessor(detector, segmenter), args.batch_size)
-    return evaluate_bag(args.bag, args.topic, truth, predictions, scoring, progress=False if args.no_progress else None)
+    return evaluate_bag(
+        args.bag,
+        args.topic,
+        truth,
+        predictions,
+        scoring,
+        progress=False if args.no_progress else None,
+        allow_partial=allow_partial,
+    )
 
 
 def make_eval_bag_main(argv: Optional[List[str]] = None) -> int:

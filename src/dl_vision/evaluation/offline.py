@@ -89,8 +89,12 @@ class Scoring:
     iou_threshold: float = 0.5
 
 
-def check_inputs(bag, image_topic: str, truth: GroundTruthSource) -> Optional[CocoGroundTruth]:
+def check_inputs(
+    bag, image_topic: str, truth: GroundTruthSource, allow_partial: bool = False
+) -> Optional[CocoGroundTruth]:
     """The cheap checks, before any model loads: the bag, its topics and the COCO file are usable.
+
+    ``allow_partial``: accept a damaged bag whose readable part has the topics (see :class:`BagReader`).
 
     Returns:
         The parsed COCO ground truth, or None when the truth is in topics only.
@@ -99,7 +103,7 @@ def check_inputs(bag, image_topic: str, truth: GroundTruthSource) -> Optional[Co
         EvaluationError: a missing or unreadable bag, a missing or empty topic, a bad COCO file.
     """
     coco = CocoGroundTruth(truth.coco_json, image_topic) if truth.coco_json else None
-    with BagReader(bag) as reader:
+    with BagReader(bag, allow_partial) as reader:
         reader.check_topic(image_topic, IMAGE_TYPES)
         if truth.detections_topic:
             reader.check_topic(truth.detections_topic, (DETECTION_ARRAY,))
@@ -289,7 +293,11 @@ def paired_frames(
 
 
 def _default_class_names(
-    bag, truth: GroundTruthSource, coco: Optional[CocoGroundTruth], predictions: PredictionSource
+    bag,
+    truth: GroundTruthSource,
+    coco: Optional[CocoGroundTruth],
+    predictions: PredictionSource,
+    allow_partial: bool,
 ) -> Optional[List[str]]:
     if coco is None and not truth.detections_topic:
         return None
@@ -299,7 +307,7 @@ def _default_class_names(
         labels = predictions.detection_labels
         return [labels[k] for k in sorted(labels)]
     names = set()
-    with BagReader(bag) as reader:
+    with BagReader(bag, allow_partial) as reader:
         for _, _, msg in reader.messages([truth.detections_topic]):
             names.update(str(d.class_name) for d in msg.detections)
     if not names:
@@ -314,6 +322,7 @@ def evaluate_bag(
     predictions: PredictionSource,
     scoring: Optional[Scoring] = None,
     progress: Optional[bool] = None,
+    allow_partial: bool = False,
 ) -> Report:
     """Score predictions on every labelled frame of a bag.
 
@@ -324,6 +333,8 @@ def evaluate_bag(
         predictions: the model run here, or the recorded outputs of a node.
         scoring: classes and thresholds (defaults: see :class:`Scoring`).
         progress: show a tqdm bar (default: when stderr is a terminal).
+        allow_partial: evaluate the readable frames of a damaged bag; the report's warnings say
+            how many were lost.
 
     Returns:
         The offline report (mode ``offline``; the live evaluation adds its statistics).
@@ -332,8 +343,8 @@ def evaluate_bag(
         EvaluationError: missing topic, empty bag, ground truth that matches no frame, nothing to score.
     """
     scoring = scoring or Scoring()
-    coco = check_inputs(bag, image_topic, truth)
-    class_names = scoring.class_names or _default_class_names(bag, truth, coco, predictions)
+    coco = check_inputs(bag, image_topic, truth, allow_partial)
+    class_names = scoring.class_names or _default_class_names(bag, truth, coco, predictions, allow_partial)
     seg_labels = scoring.seg_labels
     if seg_labels is None and truth.class_map_topic:
         seg_labels = predictions.segmentation_labels
@@ -346,7 +357,7 @@ def evaluate_bag(
     evaluation = Evaluation(class_names, seg_labels, score_threshold, scoring.iou_threshold, keypoint_truth)
     counts = evaluation.counts
     started = time.perf_counter()
-    with BagReader(bag) as reader:
+    with BagReader(bag, allow_partial) as reader:
         show = sys.stderr.isatty() if progress is None else progress
         with tqdm(total=reader.count(image_topic), unit="frame", disable=not show, desc="evaluate") as bar:
             for batch in _batches(paired_frames(reader, image_topic, truth, coco, counts), predictions.batch_size):
@@ -363,6 +374,9 @@ def evaluate_bag(
                     evaluation.add(frame_truth, predicted)
                 bar.n = counts.frames
                 bar.update(0)
+        damage = reader.damage_report(image_topic, counts.frames)
+    if damage:
+        evaluation.warn(damage)
     elapsed = time.perf_counter() - started
     if coco is not None:
         if not coco.matched_images:
