@@ -545,8 +545,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         for k, path in fetch_all(args.keys or None).items():
             print("%-32s %s" % (k, path))
     except AssetError as err:
-        print("fetch_assets: error: %s" % err, file=sys.stderr)
-        return 1
+        print("error: %s" % err, file=sys.stderr)
+        return 2  # a user's error, as every command
     return 0
 
 

@@ -13,6 +13,9 @@ process) becomes a reported problem instead of a dead doctor. This module
 itself imports only the standard library and :mod:`dl_vision.assets`, so it
 runs before anything is built: ``bash bootstrap/setup.sh doctor``.
 
+``--model SPEC`` also loads a model spec and its model in a child process and runs it once on a
+sample photo, so a spec or model file that stops a node at start is named with what is wrong.
+
 Exit status: 0 when nothing is broken (warnings allowed), 1 otherwise.
 """
 
@@ -113,6 +116,13 @@ except BaseException as err:
     out["error"] = "%s: %s" % (type(err).__name__, text[-1] if text else "")
 print("DOCTOR_PROBE " + json.dumps(out))
 """
+
+#: Runs in a child of the env's interpreter: loads one spec and its model, runs it once (see probe_model).
+_MODEL_PROBE = (
+    "import json, sys\n"
+    "from dl_vision.doctor import probe_model\n"
+    "print('DOCTOR_MODEL ' + json.dumps(probe_model(sys.argv[1])))\n"
+)
 
 PROBE_TIMEOUT_S = 120.0
 MASTER_TIMEOUT_S = 1.0
@@ -399,6 +409,92 @@ def check_models(report: Report) -> None:
         )
 
 
+def probe_model(spec_name: str) -> Dict[str, Any]:
+    """Load a spec and its model and run it once on a sample photo (zeros when none is cached).
+
+    Runs in a child process (:func:`check_model_specs`), so a runtime that crashes on the file
+    costs the child, not the doctor.
+
+    Returns:
+        ``{"spec", "task", "format", "file", "provider", "input", "load_s", "result"}``, or
+        ``{"spec", "error"}`` with the package's one-line error.
+    """
+    import time
+
+    import numpy as np
+
+    from dl_vision import assets
+    from dl_vision.errors import DlVisionError
+    from dl_vision.pipeline import Detector, Segmenter
+    from dl_vision.spec import load_spec
+
+    try:
+        spec = load_spec(spec_name)
+        started = time.perf_counter()
+        model = (Detector if spec.task == "detection" else Segmenter).from_spec(spec)
+        load_s = time.perf_counter() - started
+        image_name = "astronaut" if assets.problem("astronaut") is None else None
+        if image_name:
+            import cv2
+
+            image = cv2.imread(str(assets.asset_path(image_name)), cv2.IMREAD_COLOR)
+        else:
+            image = np.zeros((480, 640, 3), np.uint8)
+        output = model(image)
+        if spec.task == "detection":
+            found = "%d detection%s" % (len(output), "" if len(output) == 1 else "s")
+            result = "%s on %s" % (found, image_name or "a black 640x480 image")
+        else:
+            share = float(np.mean(output.class_map > 0))
+            result = "%.0f%% foreground on %s" % (100 * share, image_name or "a black 640x480 image")
+        return {
+            "spec": spec_name,
+            "task": spec.task,
+            "format": spec.format,
+            "file": str(spec.model_path()),
+            "provider": model.backend.provider,
+            "input": "%dx%d" % model.input_size[::-1],
+            "load_s": round(load_s, 3),
+            "result": result,
+        }
+    except DlVisionError as err:
+        return {"spec": spec_name, "error": str(err)}
+
+
+def check_model_specs(report: Report, specs: List[str]) -> None:
+    """``--model SPEC``: each spec loaded with its model in a child process, and run once."""
+    models = report.facts.setdefault("model_specs", [])
+    for name in specs:
+        try:
+            result = subprocess.run(
+                [sys.executable, "-c", _MODEL_PROBE, name],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                universal_newlines=True,
+                timeout=PROBE_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired:
+            outcome: Dict[str, Any] = {"spec": name, "error": "loading took over %d s" % PROBE_TIMEOUT_S}
+        else:
+            lines = [line for line in result.stdout.splitlines() if line.startswith("DOCTOR_MODEL ")]
+            if lines:
+                outcome = json.loads(lines[-1][len("DOCTOR_MODEL ") :])
+            elif result.returncode < 0:
+                outcome = {"spec": name, "error": "loading it killed the process with signal %d" % -result.returncode}
+            else:
+                tail = result.stderr.strip().splitlines()
+                outcome = {"spec": name, "error": "loading it failed: %s" % (tail[-1] if tail else "no message")}
+        models.append(outcome)
+        if "error" in outcome:
+            report.problem(
+                ERROR,
+                "model",
+                "%s: %s" % (name, outcome["error"]),
+                "correct the spec or copy the model file again (python3 -m dl_vision.assets for a default model); "
+                "a node given this model stops at start with the same line",
+            )
+
+
 def check_gpu(report: Report, probes: Dict[str, Dict[str, Any]]) -> None:
     """GPUs, TensorRT and the accelerated onnxruntime providers; CPU-only is not a problem."""
     gpus: List[str] = []
@@ -482,8 +578,10 @@ def check_master(report: Report) -> None:
     report.facts["master"] = {"uri": uri, "pid": answer}
 
 
-def diagnose(ros_python: Optional[str] = None, check_assets: bool = True) -> Report:
-    """Run every check and return the report (no printing)."""
+def diagnose(
+    ros_python: Optional[str] = None, check_assets: bool = True, model_specs: Optional[List[str]] = None
+) -> Report:
+    """Run every check and return the report (no printing); ``model_specs``: specs to load and run."""
     report = Report()
     ros_python = ros_python or os.environ.get("DL_VISION_ROS_PYTHON", DEFAULT_ROS_PYTHON)
     probes = probe_modules(sys.executable, [name for name, _, _ in MODULES])
@@ -494,6 +592,8 @@ def diagnose(ros_python: Optional[str] = None, check_assets: bool = True) -> Rep
         check_models(report)
     check_gpu(report, probes)
     check_master(report)
+    if model_specs:
+        check_model_specs(report, model_specs)
     return report
 
 
@@ -540,6 +640,14 @@ def format_report(report: Report) -> str:
         "  ROS master   %s at %s"
         % ("answers (pid %s)" % master["pid"] if master["pid"] else "not running", master["uri"])
     )
+    for m in f.get("model_specs", []):
+        if "error" in m:
+            lines.append("  model        %s: broken (see below)" % m["spec"])
+        else:
+            lines.append(
+                "  model        %(spec)s: %(task)s, %(format)s on %(provider)s, input %(input)s, "
+                "loaded in %(load_s).2f s, %(result)s (%(file)s)" % m
+            )
     for p in report.problems:
         lines.append("%s: %s: %s. Fix: %s" % (p["level"], p["check"], p["message"], p["fix"]))
     errors = sum(p["level"] == ERROR for p in report.problems)
@@ -554,8 +662,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     parser.add_argument("--ros-python", help="ROS's interpreter (default: $DL_VISION_ROS_PYTHON or /usr/bin/python3)")
     parser.add_argument("--no-models", action="store_true", help="skip the model cache check")
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="also load this model spec (name or YAML path) and its model in a child process and run it once; "
+        "says what is wrong with it (repeatable)",
+    )
     args = parser.parse_args(argv)
-    report = diagnose(args.ros_python, check_assets=not args.no_models)
+    report = diagnose(args.ros_python, check_assets=not args.no_models, model_specs=args.model)
     print(json.dumps(report.as_dict(), indent=2, sort_keys=True) if args.json else format_report(report))
     return 0 if report.healthy else 1
 

@@ -11,14 +11,16 @@ annotated image as ``<stem>.annotated.png`` beside the input (or in
 
 A sample image name (``astronaut``, ``coffee``, ... see :mod:`dl_vision.assets`)
 may stand in for a path; its annotated image goes to the current directory
-unless ``--out-dir`` says otherwise. Errors of the package print one line on
-stderr and exit with status 2.
+unless ``--out-dir`` says otherwise. A user's error (a bad spec, a damaged model file, an
+image that does not decode) is one ``error: ...`` line on stderr and exit status 2, like every
+command-line tool of the package.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -43,7 +45,7 @@ def resolve_image(name: str) -> Path:
         ImageConversionError: neither a file nor a sample name.
     """
     path = Path(name)
-    if path.is_file():
+    if os.path.isfile(path):  # os.path: False, not OSError, for a name too long
         return path
     if name in assets.SAMPLE_IMAGES:
         return assets.fetch(name)
@@ -163,5 +165,5 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return run(args)
     except DlVisionError as err:
-        print("infer: error: %s" % err, file=sys.stderr)
+        print("error: %s" % err, file=sys.stderr)
         return EXIT_ERROR

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Dict, List, Mapping, Type
+from typing import Any, Dict, Iterable, List, Mapping, Type
 
 from dl_vision.errors import ConfigError
 
@@ -51,6 +51,29 @@ class Registry:
         module_name, class_name = target.split(":")
         return getattr(importlib.import_module(module_name), class_name)
 
+    def check_options(self, name: str, options: Mapping[str, Any], fixed: Iterable[str] = ()) -> Type[Any]:
+        """The class registered as ``name``, after checking that it takes every key of ``options``.
+
+        Args:
+            name: the registered name.
+            options: the spec's keyword arguments.
+            fixed: names of the arguments the caller supplies itself (not options).
+
+        Raises:
+            ConfigError: unknown name, or an option the class does not take.
+        """
+        cls = self.get(name)
+        params = inspect.signature(cls).parameters
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            accepted = [n for n, p in params.items() if n not in fixed and p.kind is not p.VAR_POSITIONAL]
+            for key in options:
+                if key not in accepted:
+                    raise ConfigError(
+                        "%s.%s: not an option of %s %s; expected one of %s"
+                        % (self.options_field, key, self.kind, name, ", ".join(accepted) or "(none)")
+                    )
+        return cls
+
     def create(self, name: str, options: Mapping[str, Any], **fixed: Any) -> Any:
         """Build the class registered as ``name`` with a spec's options.
 
@@ -63,16 +86,7 @@ class Registry:
             ConfigError: unknown name, an option the class does not take, or options its constructor
                 rejects with a ``TypeError`` (a value of the wrong type, a required one missing).
         """
-        cls = self.get(name)
-        params = inspect.signature(cls).parameters
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            accepted = [n for n, p in params.items() if n not in fixed and p.kind is not p.VAR_POSITIONAL]
-            for key in options:
-                if key not in accepted:
-                    raise ConfigError(
-                        "%s.%s: not an option of %s %s; expected one of %s"
-                        % (self.options_field, key, self.kind, name, ", ".join(accepted) or "(none)")
-                    )
+        cls = self.check_options(name, options, fixed)
         try:
             return cls(**fixed, **options)
         except TypeError as err:  # a value of the wrong type, or a required option missing

@@ -77,6 +77,13 @@ _THRESHOLD_FIELDS = {
 }
 
 
+def _reason(err: Exception) -> str:
+    """Why a file could not be read: the OS's reason, or where its text is not UTF-8."""
+    if isinstance(err, UnicodeDecodeError):
+        return "expected UTF-8 text, found byte 0x%02x at %d" % (err.object[err.start], err.start)
+    return str(getattr(err, "strerror", None) or err)
+
+
 def _spec_error(source: str, field: str, message: str) -> ConfigError:
     return ConfigError("%s: %s: %s" % (source, field, message))
 
@@ -289,13 +296,13 @@ def _parse_labels(source: str, base: Path, value: Any) -> LabelTable:
         path = Path(os.path.expanduser(value))
         path = path if path.is_absolute() else base / path
         try:
-            text = path.read_text()
-        except OSError as err:
-            raise _spec_error(source, "labels", "cannot read label file %s: %s" % (path, err.strerror or err)) from err
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise _spec_error(source, "labels", "cannot read label file %s: %s" % (path, _reason(err))) from err
         if path.suffix.lower() in (".yaml", ".yml", ".json"):
             try:
                 loaded = yaml.safe_load(text)
-            except yaml.YAMLError as err:
+            except (yaml.YAMLError, RecursionError) as err:  # RecursionError: nesting deeper than the parser follows
                 raise _spec_error(source, "labels", "label file %s is not valid YAML: %s" % (path, err)) from err
             return _parse_labels(source, base, loaded if not isinstance(loaded, str) else [loaded])
         return {i: line.strip() for i, line in enumerate(text.splitlines()) if line.strip()}
@@ -415,7 +422,7 @@ class ModelSpec:
             except AssetError as err:
                 raise AssetError("%s: file.asset %s: %s" % (self.source, self.asset, err)) from err
         assert self.file is not None
-        if not self.file.exists():
+        if not os.path.exists(self.file):  # os.path: False, not OSError, for a name too long
             raise ModelError("%s: file: model file %s does not exist" % (self.source, self.file))
         return self.file
 
@@ -582,12 +589,14 @@ def resolve_spec_path(name_or_path: Union[str, Path]) -> Path:
     text = str(name_or_path)
     candidate = Path(os.path.expanduser(text))
     if candidate.suffix.lower() in (".yaml", ".yml") or os.sep in text:
-        if not candidate.is_file():
+        if os.path.isdir(candidate):
+            raise ConfigError("model spec %s: expected a YAML file, found a directory" % candidate)
+        if not os.path.isfile(candidate):  # os.path: False, not OSError, for a name too long
             raise ConfigError("model spec file %s does not exist" % candidate)
         return candidate
     for d in spec_search_path():
         path = d / (text + ".yaml")
-        if path.is_file():
+        if os.path.isfile(path):
             return path
     raise ConfigError(
         "unknown model spec %r: expected a .yaml path or one of %s"
@@ -615,10 +624,10 @@ def load_spec(name_or_path: Union[str, Path, ModelSpec, CascadeSpec], allow_casc
         return name_or_path
     path = resolve_spec_path(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigError("cannot read model spec %s: %s" % (path, err.strerror or err)) from err
-    except yaml.YAMLError as err:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError("cannot read model spec %s: %s" % (path, _reason(err))) from err
+    except (yaml.YAMLError, RecursionError) as err:  # RecursionError: nesting deeper than the parser follows
         detail = " ".join(str(err).split())
         raise ConfigError("%s: not valid YAML: %s" % (path, detail)) from err
     if isinstance(data, Mapping) and str(data.get("task")).lower() == "cascade":

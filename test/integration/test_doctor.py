@@ -17,9 +17,9 @@ CACHE = Path(os.environ.get("DL_VISION_CACHE") or Path.home() / ".cache" / "dl_v
 pytestmark = pytest.mark.ros
 
 
-def run_doctor(env: Dict[str, str]) -> subprocess.CompletedProcess:
+def run_doctor(env: Dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "dl_vision.doctor"],
+        [sys.executable, "-m", "dl_vision.doctor", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -62,10 +62,30 @@ def numpy2() -> Tuple[str, Path]:
 
 
 def test_doctor_passes_this_setup(activated_env: Path) -> None:
-    result = run_doctor(dict(os.environ))
+    result = run_doctor(dict(os.environ), "--model", "face")
     assert result.returncode == 0, result.stdout
     assert problem_lines(result.stdout) == []
     assert "doctor: healthy" in result.stdout
+    assert "  model        face: detection, tflite on tflite, input 192x192, loaded in " in result.stdout
+    assert "1 detection on astronaut" in result.stdout
+
+
+def test_doctor_model_names_what_is_wrong_with_a_spec(activated_env: Path, tmp_path: Path) -> None:
+    from dl_vision import assets
+    from dl_vision.doctor import Report, check_model_specs
+
+    truncated = tmp_path / "face.tflite"
+    truncated.write_bytes(assets.fetch("face_detection_full_range").read_bytes()[:3000])
+    spec = (REPO / "config" / "models" / "face.yaml").read_text()
+    (tmp_path / "face.yaml").write_text(spec.replace("{asset: face_detection_full_range}", str(truncated)))
+    report = Report()
+    check_model_specs(report, [str(tmp_path / "face.yaml"), "no_such_spec"])
+    assert not report.healthy
+    damaged, unknown = report.problems
+    assert damaged["message"].startswith(
+        "%s: %s: expected a complete TFLite flatbuffer" % (tmp_path / "face.yaml", truncated)
+    )
+    assert unknown["message"].startswith("no_such_spec: unknown model spec 'no_such_spec'")
 
 
 def test_doctor_names_a_shadowing_numpy(activated_env: Path, numpy2: Tuple[str, Path]) -> None:

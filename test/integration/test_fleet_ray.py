@@ -135,7 +135,7 @@ def test_ray_gives_the_single_process_numbers_and_reports_unusable_bags(cluster,
     assert fleet.execution["runner"] == "ray" and fleet.execution["actors"] == 2
     assert fleet.execution["shards"] == 11 and len(fleet.execution["shards_per_worker"]) == 2
     assert [r.name for r in fleet.bags[:2]] == ["garbage", "wrong_size"]
-    assert "not a readable ROS 1 bag" in fleet.bags[0].error
+    assert "expected a ROS 1 bag" in fleet.bags[0].error
     assert "is 640x480, but the frame is 320x240" in fleet.bags[1].error  # raised in a worker
     assert sorted(run.bag_reports) == ["far", "near", "people"]
     for bag in fleet_bags[:3]:

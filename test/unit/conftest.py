@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import importlib.util
 
-ROS_GLUE_TESTS = ["test_bag_io.py", "test_camera_names.py", "test_frame_processor.py", "test_image_stream.py"]
+ROS_GLUE_TESTS = [
+    "test_bag_io.py",
+    "test_camera_names.py",
+    "test_damaged_bags.py",
+    "test_frame_processor.py",
+    "test_image_stream.py",
+]
 
 HAVE_ROSPY = importlib.util.find_spec("rospy") is not None
 

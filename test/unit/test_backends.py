@@ -164,7 +164,8 @@ def test_onnx_unavailable_providers_are_dropped_with_a_logged_reason(yolo_models
     "kwargs, error, message",
     [
         ({"providers": ["gpu"]}, ConfigError, "expected ONNX Runtime providers"),
-        ({"threads": 0}, ConfigError, "expected a positive integer"),
+        ({"threads": 0}, ConfigError, "expected an integer in 1..256, found 0"),
+        ({"threads": 100000}, ConfigError, "expected an integer in 1..256, found 100000"),
     ],
 )
 def test_onnx_bad_runtime_options(yolo_models, kwargs, error, message):

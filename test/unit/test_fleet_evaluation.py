@@ -169,15 +169,20 @@ def test_an_unusable_bag_is_its_own_error_and_the_rest_is_scored(tmp_path):
     run = fleet(bags, predictions, shard_frames=4)
     rows = {r.name: r for r in run.report.bags}
     assert [r.name for r in run.report.bags[:4]] == ["damaged", "garbage", "missing", "wrong_size"]  # failed first
-    assert "damaged.bag: unreadable data" in rows["damaged"].error and rows["damaged"].frames == 4
-    assert "not a readable ROS 1 bag" in rows["garbage"].error and "found nothing" in rows["missing"].error
+    assert "damaged.bag: damaged after 4 messages" in rows["damaged"].error and rows["damaged"].frames == 4
+    assert "expected a ROS 1 bag" in rows["garbage"].error and "found nothing" in rows["missing"].error
     assert "is 320x240, but the frame is 160x120" in rows["wrong_size"].error and rows["wrong_size"].metrics == {}
     assert sorted(run.bag_reports) == ["good0", "good1"]
     assert sum("not scored" in w for w in run.report.warnings) == 4
     scored_only = fleet(bags[:2], predictions, shard_frames=4)
     assert scores(run.report.overall) == scores(scored_only.report.overall)
-    with pytest.raises(EvaluationError, match="bag garbage: bag .*garbage.bag: not a readable ROS 1 bag"):
+    with pytest.raises(EvaluationError, match="bag garbage: bag .*garbage.bag: expected a ROS 1 bag"):
         fleet(bags, predictions, strict=True)
+    # --allow-partial: the damaged bag's readable frames are scored and its report says what was lost.
+    partial = fleet(bags, predictions, shard_frames=4, allow_partial=True)
+    damaged = partial.bag_reports["damaged"]
+    assert damaged.frames.frames == 2 and any("is damaged (--allow-partial)" in w for w in damaged.warnings)
+    assert partial.report.row("damaged").error is None and partial.report.row("garbage").error
 
 
 def test_rows_sort_worst_first_and_compare_reports_names_the_regressed_bag(tmp_path, capsys):

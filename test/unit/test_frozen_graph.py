@@ -75,7 +75,7 @@ def test_registered_as_format_frozen_graph(graph_file):
         ({}, ConfigError, r"runtime.outputs: expected a list of tensor names, e.g. \[image_tensor\], found None"),
         ({"outputs": []}, ConfigError, "runtime.outputs: expected a list of tensor names"),
         ({"outputs": OUTPUTS, "inputs": [""]}, ConfigError, "runtime.inputs: expected a list of tensor names"),
-        ({"outputs": OUTPUTS, "threads": 0}, ConfigError, "runtime.threads: expected a positive integer, found 0"),
+        ({"outputs": OUTPUTS, "threads": 0}, ConfigError, "runtime.threads: expected an integer in 1..256, found 0"),
         ({"outputs": ["detection_boxes"]}, ModelError, "expected a tensor detection_boxes, found none.*image_tensor"),
         ({"outputs": ["size:1"]}, ModelError, "expected a tensor size:1, found none"),
     ],

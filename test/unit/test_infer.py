@@ -103,7 +103,7 @@ def test_score_option_and_sample_annotated_into_the_working_directory(tmp_path):
 def test_mistakes_print_one_line_and_exit_2(tmp_path, args, text):
     result = _infer(*args, cwd=tmp_path)
     assert result.returncode == 2
-    errors = [line for line in result.stderr.splitlines() if line.startswith("infer: error:")]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and text in errors[0]
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
@@ -113,4 +113,4 @@ def test_undecodable_image_is_an_error(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"not a png")
     result = _infer("--model", "face", "broken.png", cwd=tmp_path)
     assert result.returncode == 2
-    assert "infer: error: image broken.png: expected a file OpenCV can decode" in result.stderr
+    assert "error: image broken.png: expected a file OpenCV can decode" in result.stderr

@@ -333,6 +333,7 @@ def test_label_tables_without_keypoints_name_none(family: str) -> None:
     assert messages.keypoint_schema_from_msg(table) is None
 
 
+@pytest.mark.ros
 def test_genpy_keypoints_and_their_names_survive_serialisation() -> None:
     original = _posed(1)
     message = messages.detections_to_msg(original, messages.make_header(frame_id="cam"), 20, 14, "m")

@@ -107,7 +107,7 @@ BUILD_ERRORS = [
         "decoder.params: bad options for decoder ssd_anchors",
     ),
     ("missing model file", _with(file="absent.tflite"), ModelError, "absent.tflite does not exist"),
-    ("file in the wrong format", BASE, ModelError, "is not a loadable TFLite model"),
+    ("file in the wrong format", BASE, ModelError, "expected a TFLite flatbuffer (file identifier TFL3 at byte 4)"),
     ("unknown runtime option", _with(runtime={"gpu": True}), ConfigError, "runtime.gpu"),
 ]
 

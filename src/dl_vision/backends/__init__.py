@@ -14,6 +14,7 @@ from typing import Any, Dict, Tuple, Union
 
 from dl_vision.backends.base import Backend, TensorInfo
 from dl_vision.errors import ConfigError
+from dl_vision.model_check import check_model_file
 from dl_vision.registry import Registry
 
 #: ``format -> "module:Class"``, imported on first use; the formats a spec may name.
@@ -50,7 +51,8 @@ def create_backend(fmt: str, path: Union[str, Path], **options: Any) -> Backend:
     Raises:
         ConfigError: unknown format, or an option the backend does not take.
         BackendUnavailableError: the runtime is not installed.
-        ModelError: the file cannot be loaded.
+        ModelError: the file is missing, damaged (checked before the runtime parses it, see
+            :mod:`dl_vision.model_check`) or cannot be loaded.
     """
     options = dict(options)
     engine = options.pop("engine", None)
@@ -61,5 +63,7 @@ def create_backend(fmt: str, path: Union[str, Path], **options: Any) -> Backend:
                 "runtime.engine: expected %s for format %s, found %r"
                 % (" or ".join(choices) or "nothing (no alternative runtime)", fmt, engine)
             )
-        fmt = ENGINES[(fmt, engine)]
-    return BACKENDS.create(fmt, options, path=Path(path))
+    runs_on = ENGINES.get((fmt, engine), fmt)
+    BACKENDS.check_options(runs_on, options, ("path",))  # spec errors first, then the file
+    check_model_file(fmt, path)
+    return BACKENDS.create(runs_on, options, path=Path(path))

@@ -8,7 +8,23 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from dl_vision.errors import ModelError
+from dl_vision.errors import ConfigError, ModelError
+
+#: Most inference threads a spec may ask for: more than any robot has cores, and far below the
+#: counts (100,000) at which TFLite hangs creating its thread pool.
+MAX_THREADS = 256
+
+
+def check_threads(threads: Optional[int]) -> None:
+    """Check a spec's ``runtime.threads``: None (the runtime's default) or an integer in 1..MAX_THREADS.
+
+    Raises:
+        ConfigError: naming the value found.
+    """
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS
+    ):
+        raise ConfigError("runtime.threads: expected an integer in 1..%d, found %r" % (MAX_THREADS, threads))
 
 
 @dataclasses.dataclass

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from dl_vision.backends.base import Backend, TensorInfo, check_feeds
+from dl_vision.backends.base import Backend, TensorInfo, check_feeds, check_threads
 from dl_vision.backends.tensorflow import import_tensorflow
 from dl_vision.errors import ConfigError, ModelError
 
@@ -81,8 +81,7 @@ class FrozenGraphBackend(Backend):
         threads: Optional[int] = None,
     ) -> None:
         path = Path(path)
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ConfigError("runtime.threads: expected a positive integer, found %r" % (threads,))
+        check_threads(threads)
         fetch_names = tensor_names("outputs", outputs)
         if not path.is_file():
             raise ModelError("frozen graph file %s does not exist" % path)

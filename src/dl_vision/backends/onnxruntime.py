@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from dl_vision.backends.base import Backend, TensorInfo, check_feeds
+from dl_vision.backends.base import Backend, TensorInfo, check_feeds, check_threads
 from dl_vision.errors import BackendUnavailableError, ConfigError, ModelError
 
 LOGGER = logging.getLogger("dl_vision")
@@ -204,8 +204,7 @@ class OnnxRuntimeBackend(Backend):
         provider_options: Optional[Mapping[str, Mapping[str, Any]]] = None,
     ) -> None:
         path = Path(path)
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ConfigError("runtime.threads: expected a positive integer, found %r" % (threads,))
+        check_threads(threads)
         if device_id is not None and (isinstance(device_id, bool) or not isinstance(device_id, int) or device_id < 0):
             raise ConfigError("runtime.device_id: expected a GPU index >= 0, found %r" % (device_id,))
         if fp16 is not None and not isinstance(fp16, bool):

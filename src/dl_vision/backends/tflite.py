@@ -18,8 +18,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from dl_vision.backends.base import Backend, TensorInfo
-from dl_vision.errors import BackendUnavailableError, ConfigError, ModelError
+from dl_vision.backends.base import Backend, TensorInfo, check_threads
+from dl_vision.errors import BackendUnavailableError, ModelError
 
 #: TFLite runtimes in the order they are tried. The small ones lack the custom ops some
 #: MediaPipe models use (the selfie segmenter's ``Convolution2DTransposeBias``); TensorFlow's
@@ -76,8 +76,7 @@ class TFLiteBackend(Backend):
 
     def __init__(self, path: Union[str, Path], threads: Optional[int] = None) -> None:
         path = Path(path)
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ConfigError("runtime.threads: expected a positive integer, found %r" % (threads,))
+        check_threads(threads)
         if not path.is_file():
             raise ModelError("TFLite model file %s does not exist" % path)
         self._interpreter = self._load(path, threads)

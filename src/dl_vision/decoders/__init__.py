@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from dl_vision.decoders.base import DecodeOptions, Decoder
+from dl_vision.errors import ConfigError
 from dl_vision.registry import Registry
 
 #: ``decoder type -> "module:Class"``, imported on first use.
@@ -42,4 +43,7 @@ def create_decoder(
     Raises:
         ConfigError: unknown decoder, unknown parameter, or a bad parameter value.
     """
-    return DECODERS.create(name, params or {}, labels=labels)
+    try:
+        return DECODERS.create(name, params or {}, labels=labels)
+    except (ValueError, ArithmeticError) as err:  # a value the constructor cannot use: float(""), 1 / 0, ...
+        raise ConfigError("decoder.params: bad value for decoder %s: %s" % (name, err)) from err

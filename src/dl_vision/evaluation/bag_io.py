@@ -11,26 +11,28 @@ same converters the nodes publish with.
 from __future__ import annotations
 
 import os
-import struct
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import numpy as np
-from rosbags.rosbag1 import Reader, ReaderError, Writer, WriterError
-from rosbags.typesys import Stores, TypesysError, get_types_from_msg, get_typestore
+from rosbags.rosbag1 import Reader, Writer, WriterError
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from dl_vision import messages
 from dl_vision.errors import EvaluationError
+from dl_vision.evaluation.bag_recovery import Damage, SequentialReader, describe_damage
 from dl_vision.structures import Detections, Segmentation
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 DETECTION_ARRAY = "dl_vision/msg/DetectionArray"
 IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
+#: First line of every ROS 1 bag (format 2.0).
+BAG_MAGIC = b"#ROSBAG V2.0\n"
 
-#: What rosbags raises on a damaged file: its own error, and undecodable bytes (ValueError,
-#: struct.error, IndexError), failed decompression (OSError from bz2, RuntimeError from lz4).
-UNREADABLE = (ReaderError, ValueError, struct.error, IndexError, EOFError, OSError, RuntimeError)
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:300] or type(err).__name__
 
 
 class Frame(NamedTuple):
@@ -93,29 +95,92 @@ class BagReader:
 
     Args:
         path: the ``.bag`` file.
+        allow_partial: read what is readable of a damaged bag instead of failing: a bag without a
+            usable index is read record by record (:mod:`~dl_vision.evaluation.bag_recovery`),
+            messages that do not deserialise are skipped, and reading stops quietly where the
+            data ends; :meth:`damage_report` then says what was lost.
 
     Raises:
-        EvaluationError: the file is missing or not a readable ROS 1 bag.
+        EvaluationError: the file is missing or not a readable ROS 1 bag; an unindexed or
+            truncated bag names ``rosbag reindex`` and ``--allow-partial``.
     """
 
-    def __init__(self, path) -> None:
+    def __init__(self, path, allow_partial: bool = False) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
+        self.allow_partial = allow_partial
+        if not os.path.isfile(self.path):  # os.path: False, not OSError, for a name too long
             raise EvaluationError("bag: expected a ROS 1 bag file at %s, found nothing" % self.path)
-        self._reader = Reader(self.path)
+        #: What a partial read lost: the sequential reader's damage, messages skipped, a read that stopped early.
+        self.skipped_messages = 0
+        self.stopped: Optional[str] = None
+        self.damage: Optional[Damage] = None
+        self._indexed: Optional[Dict[str, Tuple[str, int]]] = None
+        self._reader: Any = Reader(self.path)
         try:
             self._reader.open()
-        except UNREADABLE as err:
-            raise EvaluationError("bag %s: not a readable ROS 1 bag (%s)" % (self.path, _one_line(err))) from err
+        except Exception as err:  # noqa: BLE001 - rosbags fed arbitrary bytes raises anything (UnicodeDecodeError, AssertionError, struct.error, ...)
+            if self._reader.bio is not None:  # rosbags closes the file on its own errors only
+                self._reader.close()
+            self._reader = self._open_damaged(err)
+        else:
+            self._indexed = self.topics()
         self._store = get_typestore(Stores.EMPTY)
         for conn in self._reader.connections:
             try:
                 self._store.register(get_types_from_msg(conn.msgdef, conn.msgtype))
-            except TypesysError as err:
+            except Exception as err:  # noqa: BLE001 - TypesysError, or anything the parser raises on a damaged definition
                 raise EvaluationError(
                     "bag %s: message definition of %s on %s is unusable (%s)"
-                    % (self.path, conn.msgtype, conn.topic, err)
+                    % (self.path, conn.msgtype, conn.topic, _one_line(err))
                 ) from err
+
+    def _open_damaged(self, err: Exception) -> Any:
+        """The sequential reader for a bag whose index is unusable, when partial reads are allowed."""
+        reason = _one_line(err)
+        with self.path.open("rb") as src:
+            is_bag = src.read(len(BAG_MAGIC)) == BAG_MAGIC
+        if not is_bag:
+            raise EvaluationError(
+                "bag %s: expected a ROS 1 bag (a file starting with %r), found an unreadable file (%s)"
+                % (self.path, BAG_MAGIC.decode().strip(), reason)
+            ) from err
+        if not self.allow_partial:
+            raise EvaluationError(
+                "bag %s: expected an indexed bag, found a damaged index or none (%s): the recording was cut "
+                "or the file truncated; repair it with `rosbag reindex %s` (keeps a .orig.bag backup), "
+                "or pass --allow-partial to evaluate the frames that can be read" % (self.path, reason, self.path)
+            ) from err
+        try:
+            reader = SequentialReader(self.path)
+        except Exception as scan_err:  # noqa: BLE001 - as above
+            raise EvaluationError(
+                "bag %s: expected a ROS 1 bag, found an unreadable file (%s)" % (self.path, _one_line(scan_err))
+            ) from scan_err
+        self.damage = reader.damage
+        return reader
+
+    def damage_report(self, topic: str, frames_read: int) -> Optional[str]:
+        """One line for the report when a partial read lost frames of ``topic``, else None.
+
+        Args:
+            topic: the evaluated image topic.
+            frames_read: frames of ``topic`` that were read.
+        """
+        indexed = self._indexed.get(topic, ("", 0))[1] if self._indexed is not None else None
+        if self.damage is None and not self.skipped_messages and not self.stopped:
+            return None
+        parts = ["bag %s is damaged (--allow-partial)" % self.path]
+        if self.damage is not None:
+            parts.append(describe_damage(self.damage, frames_read, indexed))
+        else:
+            parts.append("read %d of the %d frames the index lists" % (frames_read, indexed or 0))
+        if self.skipped_messages:
+            parts.append("%d messages did not deserialise and were skipped" % self.skipped_messages)
+        if self.stopped:
+            parts.append("reading stopped early: %s" % self.stopped)
+        if self.damage is not None:
+            parts.append("`rosbag reindex` repairs an unindexed or truncated bag")
+        return "; ".join(parts)
 
     def __enter__(self) -> "BagReader":
         return self
@@ -164,24 +229,52 @@ class BagReader:
         Args:
             topics: topics to read.
             start_ns, stop_ns: read only messages recorded in ``[start_ns, stop_ns)`` (bag time,
-                nanoseconds); None leaves that end open.
+                nanoseconds; an indexed bag only); None leaves that end open.
+
+        Raises:
+            EvaluationError: the bag's data is damaged (unless ``allow_partial``: then damaged
+                messages are skipped and reading stops where the data ends, both counted).
         """
         conns = [c for c in self._reader.connections if c.topic in topics]
         if not conns:
             return
-        stream = self._reader.messages(connections=conns, start=start_ns, stop=stop_ns)
+        bounds = {} if start_ns is None and stop_ns is None else {"start": start_ns, "stop": stop_ns}
+        records = self._reader.messages(connections=conns, **bounds)
+        read = 0
         while True:
             try:
-                conn, bag_time, raw = next(stream)
-                msg = self._store.deserialize_ros1(raw, conn.msgtype)
+                conn, bag_time, raw = next(records)
             except StopIteration:
                 return
-            except UNREADABLE as err:
-                raise EvaluationError("bag %s: unreadable data (%s)" % (self.path, _one_line(err))) from err
-            yield conn.topic, bag_time, msg
+            except Exception as err:  # noqa: BLE001 - rosbags on damaged chunks: ReaderError, lz4/bz2 errors, ...
+                if not self.allow_partial:
+                    raise EvaluationError(
+                        "bag %s: damaged after %d messages of %s (%s); --allow-partial evaluates the frames before it"
+                        % (self.path, read, ", ".join(topics), _one_line(err))
+                    ) from err
+                self.stopped = "after %d messages of %s (%s)" % (read, ", ".join(topics), _one_line(err))
+                return
+            read += 1
+            try:
+                message = self._store.deserialize_ros1(raw, conn.msgtype)
+            except Exception as err:  # noqa: BLE001 - a damaged message: struct.error, IndexError, UnicodeDecodeError, ...
+                if not self.allow_partial:
+                    raise EvaluationError(
+                        "bag %s: message %d on %s does not deserialise as %s (%s); --allow-partial skips such messages"
+                        % (self.path, read, conn.topic, conn.msgtype, _one_line(err))
+                    ) from err
+                self.skipped_messages += 1
+                continue
+            yield conn.topic, bag_time, message
 
     def message_times(self, topic: str) -> List[int]:
-        """Bag times (ns) of every message on ``topic``, in bag order, read from the index alone."""
+        """Bag times (ns) of every message on ``topic``, in bag order, from the index alone.
+
+        Raises:
+            EvaluationError: the bag was read without its index (a damaged bag, ``allow_partial``).
+        """
+        if self._indexed is None:
+            raise EvaluationError("bag %s: message times need the bag's index, which is damaged" % self.path)
         ids = [c.id for c in self._reader.connections if c.topic == topic]
         return sorted(entry.time for i in ids for entry in self._reader.indexes[i])
 
@@ -283,7 +376,3 @@ class BagWriter:
         header = self.header(topic, stamp_ns, frame_id)
         msg = messages.detections_to_msg(dets, header, width, height, model, self.types)
         self.write(topic, DETECTION_ARRAY, msg, stamp_ns if bag_time_ns is None else bag_time_ns)
-
-
-def _one_line(err: Exception) -> str:
-    return " ".join(str(err).split()) or type(err).__name__

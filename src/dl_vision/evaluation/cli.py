@@ -107,6 +107,11 @@ def evaluate_main(argv: Optional[List[str]] = None) -> int:
         "default: the spec's, as the node publishes",
     )
     offline.add_argument("--no-progress", action="store_true", help="no progress bar")
+    offline.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="evaluate the readable frames of a damaged (unindexed, truncated) bag; the report says how many were lost",
+    )
     _fleet_arguments(offline)
     live = sub.add_parser("live", help="play the bag through the vision node (roslaunch) and score its outputs")
     _truth_arguments(live, many_bags=False)
@@ -197,7 +202,7 @@ def _run_evaluation(args: argparse.Namespace):
     fleet = bool(args.manifest) or len(bags) > 1
     progress = False if args.no_progress else None
     if not fleet and not args.ray:
-        check_inputs(bags[0].path, bags[0].topic, bags[0].truth)
+        check_inputs(bags[0].path, bags[0].topic, bags[0].truth, args.allow_partial)
     detector_spec, segmenter_spec = _specs(args, task, load_spec)
     settings = ModelSettings(
         detector_spec,
@@ -207,7 +212,10 @@ def _run_evaluation(args: argparse.Namespace):
         {"threads": args.threads} if args.threads else {},
     )
     if not fleet and not args.ray:
-        return evaluate_bag(bags[0].path, bags[0].topic, bags[0].truth, settings.build(), scoring, progress)
+        predictions = settings.build()
+        return evaluate_bag(
+            bags[0].path, bags[0].topic, bags[0].truth, predictions, scoring, progress, args.allow_partial
+        )
     if args.ray:
         try:
             from dl_vision.evaluation.ray_runner import RayExecutor
@@ -221,7 +229,9 @@ def _run_evaluation(args: argparse.Namespace):
     else:
         executor, shard_frames = LocalExecutor(settings), args.shard_frames
     with executor:
-        run = evaluate_fleet(bags, executor, scoring, shard_frames, args.strict or not fleet, progress)
+        run = evaluate_fleet(
+            bags, executor, scoring, shard_frames, args.strict or not fleet, progress, args.allow_partial
+        )
     if fleet:
         return run
     report = run.bag_reports[bags[0].name]

@@ -332,6 +332,7 @@ def evaluate_fleet(
     shard_frames: Optional[int] = None,
     strict: bool = False,
     progress: Optional[bool] = None,
+    allow_partial: bool = False,
 ) -> FleetRun:
     """Score many bags: every bag's report, the report pooled over all of them, rows worst first.
 
@@ -342,6 +343,8 @@ def evaluate_fleet(
         shard_frames: most frames per shard (bags are split into bag-time ranges); None: a shard per bag.
         strict: a bag that cannot be read or scored stops the run (else it is that bag's error).
         progress: show a tqdm bar of frames over all shards (default: when stderr is a terminal).
+        allow_partial: score the readable frames of damaged bags (each in one shard; the bag's
+            report says what was lost) instead of reporting them as errors.
 
     Raises:
         EvaluationError: ``strict`` and a bag failed (naming it), no bag passed the checks, or the
@@ -359,8 +362,8 @@ def evaluate_fleet(
     frames: Dict[int, int] = {}
     for i, bag in enumerate(bags):
         try:
-            check_inputs(bag.path, bag.topic, bag.truth)
-            with BagReader(bag.path) as reader:
+            check_inputs(bag.path, bag.topic, bag.truth, allow_partial)
+            with BagReader(bag.path, allow_partial) as reader:
                 frames[i] = reader.count(bag.topic)
         except DlVisionError as err:
             fail(i, str(err))
@@ -373,7 +376,7 @@ def evaluate_fleet(
         if i in errors:
             continue
         try:
-            plans[i] = plan_bag(bag.path, bag.topic, bag.truth, info, scoring, i, shard_frames)
+            plans[i] = plan_bag(bag.path, bag.topic, bag.truth, info, scoring, i, shard_frames, allow_partial)
         except DlVisionError as err:
             fail(i, str(err))
     shards = [shard for plan in plans.values() for shard in plan.shards]

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -72,14 +73,11 @@ class CocoGroundTruth:
     def __init__(self, path, topic: Optional[str] = None) -> None:
         self.path = Path(path)
         try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError) as err:
-            raise EvaluationError("ground truth %s: expected a COCO JSON file (%s)" % (self.path, err)) from err
-        for key in ("images", "annotations", "categories"):
-            if not isinstance(data.get(key), list):
-                raise EvaluationError(
-                    "ground truth %s: expected a %r list, found %r" % (self.path, key, type(data.get(key)).__name__)
-                )
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as err:  # ValueError: not UTF-8, not JSON
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else " ".join(str(err).split())
+            raise EvaluationError("ground truth %s: expected a COCO JSON file, found %s" % (self.path, reason)) from err
+        check_coco(data, "ground truth %s" % self.path)
         self.categories: Dict[int, str] = {int(c["id"]): str(c["name"]) for c in data["categories"]}
         self.class_names = [self.categories[k] for k in sorted(self.categories)]
         with_keypoints = [c for c in data["categories"] if c.get("keypoints")]
@@ -102,11 +100,6 @@ class CocoGroundTruth:
                 )
         self.annotations: Dict[int, List[dict]] = {}
         for ann in data["annotations"]:
-            if int(ann["category_id"]) not in self.categories:
-                raise EvaluationError(
-                    "ground truth %s: annotation %r has category %r, not among %s"
-                    % (self.path, ann.get("id"), ann["category_id"], sorted(self.categories))
-                )
             self.annotations.setdefault(int(ann["image_id"]), []).append(ann)
         self.has_masks = bool(data["annotations"]) and all(a.get("segmentation") for a in data["annotations"])
 
@@ -159,6 +152,92 @@ class CocoGroundTruth:
                     )
                 out[i] = flat.reshape(count, 3)
         return out
+
+
+#: Largest image side a COCO entry may give (masks are allocated at this size).
+MAX_IMAGE_SIDE = 65535
+
+
+def check_coco(data: Any, source: str) -> None:
+    """Check the parts of a COCO file the evaluation reads, so that a bad entry is one line up front.
+
+    Args:
+        data: the parsed JSON.
+        source: what to name in messages (``"ground truth <path>"``).
+
+    Raises:
+        EvaluationError: naming the entry, what was expected and what was found.
+    """
+
+    def fail(where: str, expected: str, found: Any) -> EvaluationError:
+        return EvaluationError("%s: %s: expected %s, found %s" % (source, where, expected, _short(found)))
+
+    if not isinstance(data, dict):
+        raise fail("top level", "an object with images, annotations and categories", data)
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise fail(key, "a list", data.get(key))
+    category_ids = set()
+    for i, cat in enumerate(data["categories"]):
+        if not isinstance(cat, dict) or not _is_int(cat.get("id")) or not isinstance(cat.get("name"), str):
+            raise fail("categories[%d]" % i, "{id: integer, name: string}", cat)
+        category_ids.add(cat["id"])
+    for i, image in enumerate(data["images"]):
+        if not isinstance(image, dict) or not _is_int(image.get("id")):
+            raise fail("images[%d]" % i, "an object with an integer id", image)
+        for key in ("ros_stamp_ns", "frame_index"):
+            if key in image and not (_is_int(image[key]) and image[key] >= 0):
+                raise fail("images[%d].%s" % (i, key), "a non-negative integer", image[key])
+        for key in ("width", "height"):
+            if image.get(key) is not None and not (_is_int(image[key]) and 0 < image[key] <= MAX_IMAGE_SIDE):
+                raise fail("images[%d].%s" % (i, key), "an integer in 1..%d" % MAX_IMAGE_SIDE, image[key])
+        if image.get("ros_topic") is not None and not isinstance(image["ros_topic"], str):
+            raise fail("images[%d].ros_topic" % i, "a topic name", image["ros_topic"])
+    for i, ann in enumerate(data["annotations"]):
+        where = "annotations[%d]" % i
+        if not isinstance(ann, dict) or not _is_int(ann.get("image_id")) or not _is_int(ann.get("category_id")):
+            raise fail(where, "an object with integer image_id and category_id", ann)
+        if ann["category_id"] not in category_ids:
+            raise fail(where + ".category_id", "one of %s" % sorted(category_ids), ann["category_id"])
+        box = ann.get("bbox")
+        if not (
+            isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box) and box[2] >= 0 and box[3] >= 0
+        ):
+            raise fail(where + ".bbox", "[x, y, width, height] of finite numbers, sizes >= 0", box)
+        if ann.get("iscrowd", 0) not in (0, 1):
+            raise fail(where + ".iscrowd", "0 or 1", ann.get("iscrowd"))
+        segmentation = ann.get("segmentation")
+        if segmentation and not _is_segmentation(segmentation):
+            raise fail(where + ".segmentation", "polygons [[x, y, ...], ...] or RLE {counts, size}", segmentation)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_segmentation(value: Any) -> bool:
+    """Polygons (lists of at least 3 x, y pairs) or RLE (``counts`` list/string, ``size`` [h, w])."""
+    if isinstance(value, list):
+        return all(
+            isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and all(_is_number(v) for v in p) for p in value
+        )
+    if isinstance(value, dict):
+        size, counts = value.get("size"), value.get("counts")
+        size_ok = (
+            isinstance(size, list) and len(size) == 2 and all(_is_int(v) and 0 < v <= MAX_IMAGE_SIDE for v in size)
+        )
+        counts_ok = isinstance(counts, str) or (isinstance(counts, list) and all(_is_int(v) and v >= 0 for v in counts))
+        return size_ok and counts_ok
+    return False
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def annotation_mask(segmentation, height: int, width: int) -> np.ndarray:

@@ -19,6 +19,7 @@ frames in a small window, and only the records (about 1 KB per frame) and pixel 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -106,8 +107,12 @@ class Scoring:
     iou_threshold: float = 0.5
 
 
-def check_inputs(bag, image_topic: str, truth: GroundTruthSource) -> Optional[CocoGroundTruth]:
+def check_inputs(
+    bag, image_topic: str, truth: GroundTruthSource, allow_partial: bool = False
+) -> Optional[CocoGroundTruth]:
     """The cheap checks, before any model loads: the bag, its topics and the COCO file are usable.
+
+    ``allow_partial``: accept a damaged bag whose readable part has the topics (see :class:`BagReader`).
 
     Returns:
         The parsed COCO ground truth, or None when the truth is in topics only.
@@ -116,7 +121,7 @@ def check_inputs(bag, image_topic: str, truth: GroundTruthSource) -> Optional[Co
         EvaluationError: a missing or unreadable bag, a missing or empty topic, a bad COCO file.
     """
     coco = CocoGroundTruth(truth.coco_json, image_topic) if truth.coco_json else None
-    with BagReader(bag) as reader:
+    with BagReader(bag, allow_partial) as reader:
         reader.check_topic(image_topic, IMAGE_TYPES)
         if truth.detections_topic:
             reader.check_topic(truth.detections_topic, (DETECTION_ARRAY,))
@@ -144,6 +149,8 @@ class Shard:
         read_first_index: position on the topic of the first frame read.
         seg_classes: number of segmentation class ids (0..C-1) when class maps are scored.
         bag_index: position of the bag in the run; number: position of the shard in its bag.
+        allow_partial: read what is readable of a damaged bag (see :class:`BagReader`); such a
+            shard is a whole bag and may end with fewer frames than planned.
     """
 
     bag: str
@@ -157,6 +164,7 @@ class Shard:
     seg_classes: Optional[int] = None
     bag_index: int = 0
     number: int = 0
+    allow_partial: bool = False
 
     def describe(self) -> str:
         """``<bag> frames <first>-<last>``, for messages."""
@@ -279,6 +287,7 @@ class ShardResult:
         started_at: when the worker started it (seconds since the epoch, the worker's clock).
         wall_s: seconds the worker spent on it.
         worker: ``host:pid`` of the process that scored it.
+        damage: what a partial read of a damaged bag lost (see :meth:`BagReader.damage_report`), or None.
     """
 
     shard: Shard
@@ -290,12 +299,13 @@ class ShardResult:
     started_at: float = 0.0
     wall_s: float = 0.0
     worker: str = ""
+    damage: Optional[str] = None
 
 
 def paired_frames(
-    shard: Shard, coco: Optional[CocoGroundTruth], counts: FrameCounts
+    reader: BagReader, shard: Shard, coco: Optional[CocoGroundTruth], counts: FrameCounts
 ) -> Iterator[Tuple[Frame, FrameTruth]]:
-    """The frames of a shard (undecoded) with their ground truth, in pairing order.
+    """The frames of a shard (undecoded) with their ground truth, in pairing order, read from ``reader``.
 
     Ground-truth messages are matched by header stamp within :data:`PAIRING_WINDOW` frames;
     frames read and frames without truth are counted in ``counts``.
@@ -326,26 +336,25 @@ def paired_frames(
         return frame, result
 
     index = shard.read_first_index
-    with BagReader(shard.bag) as reader:
-        topics = [shard.image_topic] + truth.topics
-        for topic, bag_time, msg in reader.messages(topics, shard.read_start_ns, shard.read_stop_ns):
-            stamp = messages.stamp_to_ns(msg.header.stamp)
-            entry = pending.setdefault(stamp, {})
-            if topic == shard.image_topic:
-                entry["frame"] = Frame(index, stamp, bag_time, msg.header.frame_id, msg)
-                index += 1
-            else:
-                entry[topic] = msg
-            ready = []
-            if "frame" in entry and wanted.issubset(entry):
-                del pending[stamp]
-                ready.append(entry)
-            while len(pending) > PAIRING_WINDOW:
-                ready.append(pending.popitem(last=False)[1])
-            for done in ready:
-                paired = emit(done) if "frame" in done else None
-                if paired:
-                    yield paired
+    topics = [shard.image_topic] + truth.topics
+    for topic, bag_time, msg in reader.messages(topics, shard.read_start_ns, shard.read_stop_ns):
+        stamp = messages.stamp_to_ns(msg.header.stamp)
+        entry = pending.setdefault(stamp, {})
+        if topic == shard.image_topic:
+            entry["frame"] = Frame(index, stamp, bag_time, msg.header.frame_id, msg)
+            index += 1
+        else:
+            entry[topic] = msg
+        ready = []
+        if "frame" in entry and wanted.issubset(entry):
+            del pending[stamp]
+            ready.append(entry)
+        while len(pending) > PAIRING_WINDOW:
+            ready.append(pending.popitem(last=False)[1])
+        for done in ready:
+            paired = emit(done) if "frame" in done else None
+            if paired:
+                yield paired
     for entry in pending.values():
         paired = emit(entry) if "frame" in entry else None
         if paired:
@@ -378,31 +387,34 @@ def score_shard(
     first_timing = predictions.timing()
     keypoint_class = coco.keypoint_class if coco is not None and coco.keypoint_names else None
     reported = 0
-    for batch in _batches(paired_frames(shard, coco, counts), predictions.batch_size):
-        before = predictions.timing()
-        predicted = predictions.predict([frame for frame, _ in batch])
-        model_ms = _timing_since(before, predictions.timing()).get("model_s", 0.0) * 1e3 / len(batch)
-        for (frame, truth), prediction in zip(batch, predicted):
-            if truth.coco_image is not None:
-                coco_images.add(truth.coco_image)
-            if prediction is None:
-                counts.without_prediction += 1
-                continue
-            size = (prediction.width, prediction.height)
-            if truth.size is not None and truth.size != size:
-                raise EvaluationError(
-                    "ground truth of frame %d (stamp %d) on %s is %dx%d, but the frame is %dx%d"
-                    % (frame.index, frame.stamp_ns, shard.image_topic, *truth.size, *size)
-                )
-            if segmentation is not None and truth.class_map is not None and prediction.segmentation is not None:
-                segmentation.add(truth.class_map, prediction.segmentation.class_map)
-            records.append(FrameRecord.build(frame, truth, prediction, shard.truth.has_boxes, model_ms, keypoint_class))
-        if progress is not None:
-            progress(counts.frames - reported)
-            reported = counts.frames
+    with BagReader(shard.bag, shard.allow_partial) as reader:
+        for batch in _batches(paired_frames(reader, shard, coco, counts), predictions.batch_size):
+            before = predictions.timing()
+            predicted = predictions.predict([frame for frame, _ in batch])
+            model_ms = _timing_since(before, predictions.timing()).get("model_s", 0.0) * 1e3 / len(batch)
+            for (frame, truth), prediction in zip(batch, predicted):
+                if truth.coco_image is not None:
+                    coco_images.add(truth.coco_image)
+                if prediction is None:
+                    counts.without_prediction += 1
+                    continue
+                size = (prediction.width, prediction.height)
+                if truth.size is not None and truth.size != size:
+                    raise EvaluationError(
+                        "ground truth of frame %d (stamp %d) on %s is %dx%d, but the frame is %dx%d"
+                        % (frame.index, frame.stamp_ns, shard.image_topic, *truth.size, *size)
+                    )
+                if segmentation is not None and truth.class_map is not None and prediction.segmentation is not None:
+                    segmentation.add(truth.class_map, prediction.segmentation.class_map)
+                box_truth = shard.truth.has_boxes
+                records.append(FrameRecord.build(frame, truth, prediction, box_truth, model_ms, keypoint_class))
+            if progress is not None:
+                progress(counts.frames - reported)
+                reported = counts.frames
+        damage = reader.damage_report(shard.image_topic, counts.frames)
     if progress is not None and counts.frames > reported:
         progress(counts.frames - reported)
-    if counts.frames != shard.frames:
+    if counts.frames > shard.frames or (counts.frames < shard.frames and not shard.allow_partial):
         raise EvaluationError(
             "bag %s: expected %d frames on %s in %s, read %d"
             % (shard.bag, shard.frames, shard.image_topic, shard.describe(), counts.frames)
@@ -418,6 +430,7 @@ def score_shard(
         started_at,
         time.perf_counter() - started,
         "%s:%d" % (socket.gethostname(), os.getpid()),
+        damage,
     )
 
 
@@ -585,7 +598,11 @@ class Evaluation:
 
 
 def _default_class_names(
-    bag, truth: GroundTruthSource, coco: Optional[CocoGroundTruth], info: PredictionInfo
+    bag,
+    truth: GroundTruthSource,
+    coco: Optional[CocoGroundTruth],
+    info: PredictionInfo,
+    allow_partial: bool,
 ) -> Optional[List[str]]:
     if not truth.has_boxes:
         return None
@@ -595,7 +612,7 @@ def _default_class_names(
         labels = info.detection_labels
         return [labels[k] for k in sorted(labels)]
     names = set()
-    with BagReader(bag) as reader:
+    with BagReader(bag, allow_partial) as reader:
         for _, _, msg in reader.messages([truth.detections_topic]):
             names.update(str(d.class_name) for d in msg.detections)
     if not names:
@@ -637,6 +654,7 @@ def plan_bag(
     scoring: Scoring,
     bag_index: int = 0,
     shard_frames: Optional[int] = None,
+    allow_partial: bool = False,
 ) -> BagPlan:
     """Check a bag and its ground truth, resolve the scoring defaults and split the frames.
 
@@ -647,12 +665,14 @@ def plan_bag(
         bag_index: position of the bag in the run (orders the records of several bags).
         shard_frames: most frames per shard (about: shards are cut between distinct bag times);
             None keeps the bag in one shard.
+        allow_partial: read what is readable of a damaged bag (see :class:`BagReader`); the bag
+            then stays in one shard, since a damaged bag's index cannot be trusted to cut it.
 
     Raises:
         EvaluationError: as :func:`check_inputs`, or class-map truth without segmentation labels.
     """
-    coco = check_inputs(bag, image_topic, truth)
-    class_names = scoring.class_names or _default_class_names(bag, truth, coco, info)
+    coco = check_inputs(bag, image_topic, truth, allow_partial)
+    class_names = scoring.class_names or _default_class_names(bag, truth, coco, info, allow_partial)
     seg_labels = scoring.seg_labels
     if seg_labels is None and truth.class_map_topic:
         seg_labels = info.segmentation_labels
@@ -661,28 +681,17 @@ def plan_bag(
     score_threshold = scoring.score_threshold
     if score_threshold is None:
         score_threshold = info.score_threshold if info.score_threshold is not None else 0.5
-    with BagReader(bag) as reader:
-        times = reader.message_times(image_topic)
     seg_classes = max(seg_labels) + 1 if seg_labels is not None and truth.class_map_topic else None
-    pad = PAIRING_WINDOW if truth.topics else 0
-    shards = []
-    for number, (first, end) in enumerate(_shard_bounds(times, shard_frames)):
-        read_first, read_end = _cut(times, max(first - pad, 0)), _cut(times, min(end + pad, len(times)))
-        shards.append(
-            Shard(
-                str(bag),
-                image_topic,
-                truth,
-                first,
-                end - first,
-                read_start_ns=times[read_first] if read_first > 0 else None,
-                read_stop_ns=times[read_end] if read_end < len(times) else None,
-                read_first_index=read_first,
-                seg_classes=seg_classes,
-                bag_index=bag_index,
-                number=number,
-            )
-        )
+    with BagReader(bag, allow_partial) as reader:
+        times = None if allow_partial else reader.message_times(image_topic)
+        frames = reader.count(image_topic) if times is None else len(times)
+    if times is None:
+        shards = [Shard(str(bag), image_topic, truth, 0, frames, seg_classes=seg_classes, allow_partial=True)]
+    else:
+        whole = Shard(str(bag), image_topic, truth, 0, frames, seg_classes=seg_classes)
+        shards = _time_range_shards(whole, times, shard_frames)
+    for number, shard in enumerate(shards):
+        shard.bag_index, shard.number = bag_index, number
     return BagPlan(
         str(bag),
         image_topic,
@@ -692,9 +701,29 @@ def plan_bag(
         seg_labels,
         score_threshold,
         scoring.iou_threshold,
-        len(times),
+        frames,
         shards,
     )
+
+
+def _time_range_shards(whole: Shard, times: Sequence[int], shard_frames: Optional[int]) -> List[Shard]:
+    """``whole`` (a bag's every frame) cut into bag-time ranges of about ``shard_frames`` frames,
+    each reading :data:`PAIRING_WINDOW` frames more on each side when the truth is in topics."""
+    pad = PAIRING_WINDOW if whole.truth.topics else 0
+    shards = []
+    for first, end in _shard_bounds(times, shard_frames):
+        read_first, read_end = _cut(times, max(first - pad, 0)), _cut(times, min(end + pad, len(times)))
+        shards.append(
+            dataclasses.replace(
+                whole,
+                first_index=first,
+                frames=end - first,
+                read_start_ns=times[read_first] if read_first > 0 else None,
+                read_stop_ns=times[read_end] if read_end < len(times) else None,
+                read_first_index=read_first,
+            )
+        )
+    return shards
 
 
 def _shard_bounds(times: Sequence[int], shard_frames: Optional[int]) -> List[Tuple[int, int]]:
@@ -740,11 +769,16 @@ def bag_report(plan: BagPlan, results: Sequence[ShardResult], info: PredictionIn
     )
     evaluation.add(results)
     counts = evaluation.counts
-    if counts.frames != plan.frames or len(results) != len(plan.shards):
+    partial = any(shard.allow_partial for shard in plan.shards)
+    lost = counts.frames > plan.frames or (counts.frames < plan.frames and not partial)
+    if lost or len(results) != len(plan.shards):
         raise EvaluationError(
             "bag %s: expected %d frames on %s in %d shards, scored %d in %d"
             % (plan.bag, plan.frames, plan.image_topic, len(plan.shards), counts.frames, len(results))
         )
+    for result in results:
+        if result.damage:
+            evaluation.warn(result.damage)
     coco = plan.coco
     if coco is not None:
         matched = set().union(*(r.coco_images for r in results))
@@ -793,6 +827,7 @@ def evaluate_bag(
     predictions: PredictionSource,
     scoring: Optional[Scoring] = None,
     progress: Optional[bool] = None,
+    allow_partial: bool = False,
 ) -> Report:
     """Score predictions on every labelled frame of a bag, in this process.
 
@@ -803,6 +838,8 @@ def evaluate_bag(
         predictions: the model run here, or the recorded outputs of a node.
         scoring: classes and thresholds (defaults: see :class:`Scoring`).
         progress: show a tqdm bar (default: when stderr is a terminal).
+        allow_partial: evaluate the readable frames of a damaged bag; the report's warnings say
+            how many were lost.
 
     Returns:
         The offline report (mode ``offline``; the live evaluation adds its statistics).
@@ -811,7 +848,7 @@ def evaluate_bag(
         EvaluationError: missing topic, empty bag, ground truth that matches no frame, nothing to score.
     """
     info = predictions.info()
-    plan = plan_bag(bag, image_topic, truth, info, scoring or Scoring())
+    plan = plan_bag(bag, image_topic, truth, info, scoring or Scoring(), allow_partial=allow_partial)
     show = sys.stderr.isatty() if progress is None else progress
     started = time.perf_counter()
     with tqdm(total=plan.frames, unit="frame", disable=not show, desc="evaluate") as bar:
