@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up dl_vision on a fresh machine and run its commands.
 #
-#   bash bootstrap/setup.sh [setup|env|demo|test|doctor|shell|gpu-check|check-wheels]
+#   bash bootstrap/setup.sh [setup|env|demo|test|doctor|shell|ray|gpu-check|check-wheels]
 #
 # setup (the default) is idempotent: it installs the missing system packages (as root; otherwise
 # it prints the apt-get line), creates a Python env bound to ROS's interpreter, installs
@@ -11,7 +11,8 @@
 # demo, test and shell run setup first, then work inside the env (see bootstrap/activate.sh);
 # test also caches the wheels and the ONNX export its tests use, so that no test downloads or
 # exports anything.
-# doctor runs without setup, so it can explain a setup that fails.
+# doctor runs without setup, so it can explain a setup that fails. ray runs setup, then adds Ray
+# (bootstrap/requirements-ray.txt) for fleet evaluation; test installs it too.
 #
 # gpu-check runs setup, then builds and checks TensorRT engines on an NVIDIA GPU (see the README);
 # check-wheels asks the package index whether every pin has a JetPack 5 wheel (bootstrap/check_wheels.py).
@@ -247,6 +248,20 @@ install_requirements() {
     case "$cv2_file" in
         "$ENV_DIR"/*) die "a pip opencv ($cv2_file) shadows ROS's cv2: pip uninstall it from $ENV_DIR and pin the package that pulled it" ;;
     esac
+    echo "$digest" > "$stamp"
+}
+
+# Ray for `evaluate offline --ray` (workstations, cluster nodes, CI; not robots), held to the
+# same numpy constraint; a stamp skips pip on the next run.
+install_ray() {
+    local constraints=$ENV_DIR/dl_vision-constraints.txt stamp=$ENV_DIR/dl_vision-ray.sha256 digest
+    digest=$({ cat "$REPO/bootstrap/requirements-ray.txt" "$constraints"; "$ENV_PYTHON" -VV; } | sha256sum | cut -d' ' -f1)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ]; then
+        return 0
+    fi
+    log "installing bootstrap/requirements-ray.txt into $ENV_DIR (numpy held by $constraints)"
+    "$ENV_PYTHON" -m pip install -q --disable-pip-version-check \
+        -r "$REPO/bootstrap/requirements-ray.txt" -c "$constraints"
     echo "$digest" > "$stamp"
 }
 
@@ -523,14 +538,15 @@ main() {
     case "$command" in
         setup) setup ;;
         env) setup_env ;;
-        test) setup; cache_test_wheels; make_test_exports; activate; run_tests ;;
+        test) setup; install_ray; cache_test_wheels; make_test_exports; activate; run_tests ;;
+        ray) setup; install_ray; log "Ray installed: evaluate offline --ray local|auto|ADDRESS" ;;
         demo) setup; activate; run_demo ;;
         doctor) shift; run_doctor "$@" ;;
         gpu-check) shift; setup; activate; exec python3 -m dl_vision.engines.gpu_check "$@" ;;
         check-wheels) shift; exec python3 "$REPO/bootstrap/check_wheels.py" "$@" ;;
         shell) setup; exec bash --rcfile <(printf 'source ~/.bashrc 2>/dev/null; source %q\n' "$REPO/bootstrap/activate.sh") -i ;;
-        -h|--help|help) sed -n '2,23p' "$0" ;;
-        *) die "unknown command '$command': expected setup, env, demo, test, doctor, shell, gpu-check or check-wheels" ;;
+        -h|--help|help) sed -n '2,24p' "$0" ;;
+        *) die "unknown command '$command': expected setup, env, demo, test, doctor, shell, ray, gpu-check or check-wheels" ;;
     esac
 }
 

@@ -221,8 +221,15 @@ class BagReader:
         """Number of messages on ``topic`` (0 when absent)."""
         return self.topics().get(topic, ("", 0))[1]
 
-    def messages(self, topics: List[str]) -> Iterator[Tuple[str, int, object]]:
+    def messages(
+        self, topics: List[str], start_ns: Optional[int] = None, stop_ns: Optional[int] = None
+    ) -> Iterator[Tuple[str, int, object]]:
         """``(topic, bag_time_ns, message)`` of the given topics in bag-time order, deserialised.
+
+        Args:
+            topics: topics to read.
+            start_ns, stop_ns: read only messages recorded in ``[start_ns, stop_ns)`` (bag time,
+                nanoseconds; an indexed bag only); None leaves that end open.
 
         Raises:
             EvaluationError: the bag's data is damaged (unless ``allow_partial``: then damaged
@@ -231,7 +238,8 @@ class BagReader:
         conns = [c for c in self._reader.connections if c.topic in topics]
         if not conns:
             return
-        records = self._reader.messages(connections=conns)
+        bounds = {} if start_ns is None and stop_ns is None else {"start": start_ns, "stop": stop_ns}
+        records = self._reader.messages(connections=conns, **bounds)
         read = 0
         while True:
             try:
@@ -258,6 +266,17 @@ class BagReader:
                 self.skipped_messages += 1
                 continue
             yield conn.topic, bag_time, message
+
+    def message_times(self, topic: str) -> List[int]:
+        """Bag times (ns) of every message on ``topic``, in bag order, from the index alone.
+
+        Raises:
+            EvaluationError: the bag was read without its index (a damaged bag, ``allow_partial``).
+        """
+        if self._indexed is None:
+            raise EvaluationError("bag %s: message times need the bag's index, which is damaged" % self.path)
+        ids = [c.id for c in self._reader.connections if c.topic == topic]
+        return sorted(entry.time for i in ids for entry in self._reader.indexes[i])
 
     def frames(self, topic: str) -> Iterator[Frame]:
         """Every image message on ``topic`` in bag order, undecoded (see :class:`Frame`)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -35,6 +35,10 @@ STAT_NAMES = (
     "AR_medium",
     "AR_large",
 )
+
+
+#: Instance masks: an (N, H, W) bool array, or N COCO RLE dicts from :func:`encode_mask`.
+Masks = Union[np.ndarray, Sequence[dict]]
 
 
 def encode_mask(mask: np.ndarray) -> dict:
@@ -72,8 +76,8 @@ class CocoAccumulator:
         pred_boxes: np.ndarray,
         pred_classes: np.ndarray,
         pred_scores: np.ndarray,
-        gt_masks: Optional[np.ndarray] = None,
-        pred_masks: Optional[np.ndarray] = None,
+        gt_masks: Optional[Masks] = None,
+        pred_masks: Optional[Masks] = None,
         gt_iscrowd: Optional[np.ndarray] = None,
     ) -> None:
         """Add one frame.
@@ -82,7 +86,8 @@ class CocoAccumulator:
             width, height: image size in pixels.
             gt_boxes: (G, 4) xyxy pixels; gt_classes: (G,) indices into ``class_names``.
             pred_boxes: (P, 4) xyxy pixels; pred_classes: (P,) indices; pred_scores: (P,) in [0, 1].
-            gt_masks, pred_masks: (G, H, W) / (P, H, W) bool instance masks (when ``masks``).
+            gt_masks, pred_masks: (G, H, W) / (P, H, W) bool instance masks, or G / P COCO RLEs
+                from :func:`encode_mask` (what workers send back); used when ``masks``.
             gt_iscrowd: (G,) flags of crowd regions (matched but never counted as misses).
         """
         image_id = len(self.images) + 1
@@ -100,12 +105,12 @@ class CocoAccumulator:
             ann = {"image_id": image_id, "category_id": int(cls) + 1, "score": float(pred_scores[i])}
             self._append(self.dt, ann, box, None if pred_masks is None else pred_masks[i])
 
-    def _append(self, store: Dict[str, List[dict]], ann: dict, box: np.ndarray, mask: Optional[np.ndarray]) -> None:
+    def _append(self, store: Dict[str, List[dict]], ann: dict, box: np.ndarray, mask: Any) -> None:
         ann_id = len(store["bbox"]) + 1
         bbox = [float(v) for v in box]
         store["bbox"].append(dict(ann, id=ann_id, bbox=bbox, area=bbox[2] * bbox[3]))
         if self.masks and mask is not None:
-            rle = encode_mask(mask)
+            rle = mask if isinstance(mask, dict) else encode_mask(mask)
             store["segm"].append(dict(ann, id=ann_id, bbox=bbox, segmentation=rle, area=float(mask_utils.area(rle))))
 
     def _coco(self, anns: List[dict]) -> COCO:

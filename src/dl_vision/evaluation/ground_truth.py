@@ -42,6 +42,7 @@ class FrameTruth:
         size: ``(width, height)`` of the image the truth was made for, when known.
         keypoints: optional (G, K, 3) ``(x, y, visibility)`` pixels in the order of the file's
             keypoint names (visibility 0 where not labelled, and for objects of other classes).
+        coco_image: id of the COCO ``images`` entry this truth came from, when it did.
     """
 
     boxes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 4)))
@@ -51,6 +52,7 @@ class FrameTruth:
     class_map: Optional[np.ndarray] = None
     size: Optional[Tuple[int, int]] = None
     keypoints: Optional[np.ndarray] = None
+    coco_image: Optional[int] = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, np.float64).reshape(-1, 4)
@@ -100,7 +102,6 @@ class CocoGroundTruth:
         for ann in data["annotations"]:
             self.annotations.setdefault(int(ann["image_id"]), []).append(ann)
         self.has_masks = bool(data["annotations"]) and all(a.get("segmentation") for a in data["annotations"])
-        self.matched_images = set()
 
     @property
     def num_images(self) -> int:
@@ -108,14 +109,17 @@ class CocoGroundTruth:
         return len(self.by_stamp) + len(self.by_index)
 
     def lookup(self, frame: Frame) -> Optional[FrameTruth]:
-        """The truth of ``frame`` (by stamp, then by index), or ``None`` when it is not labelled."""
+        """The truth of ``frame`` (by stamp, then by index), or ``None`` when it is not labelled.
+
+        The lookup keeps no state, so one parsed file serves any number of shards; which images
+        were matched is read from :attr:`FrameTruth.coco_image`.
+        """
         image = self.by_stamp.get(frame.stamp_ns) or self.by_index.get(frame.index)
         if image is None:
             return None
         width, height = image.get("width"), image.get("height")
         if width is None or height is None:
             width, height = frame.size()
-        self.matched_images.add(int(image["id"]))
         anns = self.annotations.get(int(image["id"]), [])
         boxes = xywh_to_xyxy([a["bbox"] for a in anns])
         masks = None
@@ -131,6 +135,7 @@ class CocoGroundTruth:
             masks,
             size=(int(width), int(height)),
             keypoints=self._keypoints(anns, names) if self.keypoint_names else None,
+            coco_image=int(image["id"]),
         )
 
     def _keypoints(self, anns: List[dict], names: List[str]) -> np.ndarray:
@@ -147,10 +152,6 @@ class CocoGroundTruth:
                     )
                 out[i] = flat.reshape(count, 3)
         return out
-
-    def unmatched(self) -> int:
-        """Number of labelled images no frame has matched so far."""
-        return self.num_images - len(self.matched_images)
 
 
 #: Largest image side a COCO entry may give (masks are allocated at this size).

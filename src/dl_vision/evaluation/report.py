@@ -134,7 +134,7 @@ class Report:
     """The result of one evaluation run; ``to_dict()`` is what ``report.json`` holds.
 
     Attributes:
-        mode: ``offline`` or ``live``.
+        mode: ``offline``, ``live``, or ``fleet`` (pooled over the bags of a fleet run).
         model: the evaluated spec's name.
         source, frames, throughput: see their types.
         warnings: partial matches and other things a reader must know.
@@ -248,8 +248,9 @@ def write_report(report: Report, out_dir) -> Dict[str, Path]:
     return files
 
 
-def load_report(path) -> Report:
-    """Read a ``report.json`` (or the directory holding one).
+def load_report(path) -> Any:
+    """Read a ``report.json`` (or the directory holding one): a :class:`Report`, or a
+    :class:`~dl_vision.evaluation.fleet_report.FleetReport` when it is a fleet run's.
 
     Raises:
         EvaluationError: no such file, not JSON, or not a report.
@@ -262,6 +263,10 @@ def load_report(path) -> Report:
     except (OSError, ValueError) as err:
         raise EvaluationError("report: expected a report.json at %s (%s)" % (path, err)) from err
     try:
+        if isinstance(data, dict) and data.get("kind") == "fleet":
+            from dl_vision.evaluation.fleet_report import FleetReport
+
+            return FleetReport.from_dict(data)
         return Report.from_dict(data)
     except EvaluationError as err:
         raise EvaluationError("%s: %s" % (path, err)) from err

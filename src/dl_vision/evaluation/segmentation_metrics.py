@@ -67,6 +67,20 @@ class SegmentationAccumulator:
         )
         self.frames += 1
 
+    def merge(self, other: "SegmentationAccumulator") -> None:
+        """Add the pixel counts of another accumulator (e.g. a worker's, over other frames).
+
+        Raises:
+            EvaluationError: the two count different classes or ignore another value.
+        """
+        if (other.num_classes, other.ignore_index) != (self.num_classes, self.ignore_index):
+            raise EvaluationError(
+                "segmentation: cannot merge counts of %d classes (ignore %d) into %d classes (ignore %d)"
+                % (other.num_classes, other.ignore_index, self.num_classes, self.ignore_index)
+            )
+        self.confusion += other.confusion
+        self.frames += other.frames
+
     def result(self) -> Dict[str, object]:
         """The metrics as a JSON-ready dict.
 
