@@ -201,7 +201,7 @@ def originals(tmp_path_factory, activated_env) -> Dict[str, Path]:
 def _commands(kind: str, variant: Path, originals: Dict[str, Path], work: Path) -> List[str]:
     """The entry point a user would run on a damaged file of ``kind``."""
     infer = _script("infer") + ["--no-annotate", str(originals["photo"]), "--model"]
-    evaluate = _script("evaluate") + ["offline", "--no-progress", "--out", str(work / "report")]
+    evaluate = _script("evaluate") + ["offline", "--model", "face", "--no-progress", "--out", str(work / "report")]
     if kind == "tflite":
         return infer + [str(_write_spec(work / "spec.yaml", variant, FACE_SPEC))]
     if kind == "onnx":

@@ -207,7 +207,15 @@ def test_a_worker_killed_mid_shard_has_its_shard_rerun_and_changes_no_number(clu
 def test_the_command_line_joins_the_cluster_by_address(cluster, fleet_bags, tmp_path):
     out = tmp_path / "out"
     folder = str(Path(fleet_bags[0].path).parent)
-    command = [sys.executable, str(REPO / "scripts" / "evaluate"), "offline", "--bag", folder + "/near.bag"]
+    command = [
+        sys.executable,
+        str(REPO / "scripts" / "evaluate"),
+        "offline",
+        "--model",
+        "face",
+        "--bag",
+        folder + "/near.bag",
+    ]
     command += [folder + "/people.bag", "--gt", "{dir}/{stem}.gt.json", "--ray", cluster, "--shard-frames", "6"]
     command += ["--out", str(out), "--no-progress", "--fail-under", "AP50=0.5"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)

@@ -274,7 +274,8 @@ def _evaluate_in_child(args: List[str], hide_ray: bool = False) -> subprocess.Co
 def test_evaluate_runs_many_bags_without_importing_ray_and_a_missing_ray_is_one_line(tmp_path):
     for k in range(2):
         write_bag(tmp_path / ("bag%d.bag" % k), 2, truth=[dets(BOX, [0])] * 2)
-    common = ["offline", "--bag", str(tmp_path / "*.bag"), "--topic", "/cam", "--gt-topic", "/gt", "--no-progress"]
+    common = ["offline", "--model", "face", "--bag", str(tmp_path / "*.bag"), "--topic", "/cam", "--gt-topic", "/gt"]
+    common += ["--no-progress"]
     done = _evaluate_in_child(common + ["--out", str(tmp_path / "out"), "--threads", "1"])
     assert done.returncode == 0, done.stderr
     assert "ray imported: False" in done.stdout and "bags, worst first by mAP (2 bags" in done.stdout

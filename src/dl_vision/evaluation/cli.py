@@ -46,7 +46,7 @@ def _truth_arguments(parser: argparse.ArgumentParser, many_bags: bool) -> None:
     )
     parser.add_argument("--gt-topic", help="dl_vision/DetectionArray ground-truth topic in the bag")
     parser.add_argument("--gt-class-map-topic", help="mono8 class-map ground-truth topic in the bag")
-    parser.add_argument("--model", default="face", help="detector model spec name or YAML path")
+    parser.add_argument("--model", default="coco", help="detector model spec name or YAML path (default: coco)")
     parser.add_argument("--segmenter", help="segmenter model spec (scored against --gt-class-map-topic)")
     parser.add_argument(
         "--task", choices=("detect", "segment", "both"), help="what to run (default: from the ground truth given)"

@@ -84,7 +84,7 @@ class LiveSettings:
     """
 
     task: str = "detect"
-    model: str = "face"
+    model: str = "coco"
     segmenter_model: str = "person_segmentation"
     rate: float = 1.0
     timeout_s: float = 600.0
