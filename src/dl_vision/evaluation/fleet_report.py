@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from dl_vision.errors import EvaluationError
-from dl_vision.evaluation.report import Report, headline_metrics, write_report
+from dl_vision.evaluation.report import Report, format_value, headline_metrics, write_report
 
 #: Per-bag table columns, in this order, where any bag has them.
 ROW_METRICS = ("mAP", "AP50", "precision", "recall", "mask_mAP", "mIoU", "pixel_accuracy")
@@ -158,14 +158,6 @@ def write_fleet_report(fleet: FleetReport, bag_reports: Dict[str, Report], out_d
     return files
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return "%.4f" % value
-    return str(value)
-
-
 def _plain(value: Any) -> str:
     return "%.4g" % value if isinstance(value, float) else str(value)
 
@@ -191,7 +183,7 @@ def fleet_markdown(fleet: FleetReport) -> str:
     ]
     if fleet.overall is not None:
         lines += ["| metric | value |", "|---|---|"]
-        lines += ["| %s | %s |" % (k, _fmt(v)) for k, v in fleet.headline().items()]
+        lines += ["| %s | %s |" % (k, format_value(v)) for k, v in fleet.headline().items()]
         lines += ["", "Details and plots: [overall/report.md](overall/report.md)"]
     else:
         lines.append("No pooled metrics: %s" % fleet.overall_error)
@@ -207,9 +199,10 @@ def fleet_markdown(fleet: FleetReport) -> str:
         if row.error:
             cells = [row.name, "n/a", "n/a"] + ["n/a"] * len(columns) + ["n/a", "", "**error**: " + row.error]
         else:
-            cells = [row.name, _fmt(row.frames), _fmt(row.evaluated)]
-            cells += [_fmt(row.metrics.get(m)) for m in columns]
-            cells += [_fmt(row.model_ms.get("p50")), str(len(row.warnings)), "[report](%s/report.md)" % row.report]
+            cells = [row.name, format_value(row.frames), format_value(row.evaluated)]
+            cells += [format_value(row.metrics.get(m)) for m in columns]
+            cells += [format_value(row.model_ms.get("p50")), str(len(row.warnings))]
+            cells.append("[report](%s/report.md)" % row.report)
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     if fleet.warnings:
         lines += ["", "## Warnings", ""] + ["- " + w for w in fleet.warnings]

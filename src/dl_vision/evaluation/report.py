@@ -272,7 +272,8 @@ def load_report(path) -> Any:
         raise EvaluationError("%s: %s" % (path, err)) from err
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A metric as a Markdown cell: ``n/a`` for None, four decimals for floats."""
     if value is None:
         return "n/a"
     if isinstance(value, float):
@@ -290,7 +291,7 @@ def markdown(report: Report, plots: Optional[Dict[str, str]] = None) -> str:
         "",
     ]
     lines += ["| metric | value |", "|---|---|"]
-    lines += ["| %s | %s |" % (k, _fmt(v)) for k, v in headline_metrics(report).items()]
+    lines += ["| %s | %s |" % (k, format_value(v)) for k, v in headline_metrics(report).items()]
     det = report.detection
     if det:
         conf = det.confusion
@@ -310,11 +311,11 @@ def markdown(report: Report, plots: Optional[Dict[str, str]] = None) -> str:
                 "| %s | %s | %s | %s | %s | %s |"
                 % (
                     name,
-                    _fmt(ap),
-                    _fmt(det.bbox["per_class_ap50"][name]),
-                    _fmt(pc.get("precision")),
-                    _fmt(pc.get("recall")),
-                    _fmt(pc.get("f1")),
+                    format_value(ap),
+                    format_value(det.bbox["per_class_ap50"][name]),
+                    format_value(pc.get("precision")),
+                    format_value(pc.get("recall")),
+                    format_value(pc.get("f1")),
                 )
             )
     seg = report.segmentation
@@ -326,7 +327,7 @@ def markdown(report: Report, plots: Optional[Dict[str, str]] = None) -> str:
             "| class | IoU |",
             "|---|---|",
         ]
-        lines += ["| %s | %s |" % (name, _fmt(iou)) for name, iou in seg["per_class_iou"].items()]
+        lines += ["| %s | %s |" % (name, format_value(iou)) for name, iou in seg["per_class_iou"].items()]
     keypoints = report.keypoints
     if keypoints:
         lines += [
@@ -337,7 +338,7 @@ def markdown(report: Report, plots: Optional[Dict[str, str]] = None) -> str:
             "| keypoint | PCK@0.2 |",
             "|---|---|",
         ]
-        lines += ["| %s | %s |" % (name, _fmt(v)) for name, v in keypoints["per_keypoint_pck@0.2"].items()]
+        lines += ["| %s | %s |" % (name, format_value(v)) for name, v in keypoints["per_keypoint_pck@0.2"].items()]
     live = report.live
     if live:
         lines += [
@@ -350,10 +351,10 @@ def markdown(report: Report, plots: Optional[Dict[str, str]] = None) -> str:
                 live.processed,
                 live.dropped,
                 100 * live.dropped_fraction,
-                _fmt(live.output_rate_hz),
+                format_value(live.output_rate_hz),
             ),
             "- end-to-end latency ms: "
-            + ", ".join("%s %s" % (k, _fmt(v)) for k, v in live.latency_ms.items() if k != "n"),
+            + ", ".join("%s %s" % (k, format_value(v)) for k, v in live.latency_ms.items() if k != "n"),
         ]
     stages = report.throughput.stage_ms_mean
     if stages:
