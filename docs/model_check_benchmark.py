@@ -5,6 +5,7 @@ Run inside the env (``source bootstrap/activate.sh``)::
 
     python3 docs/model_check_benchmark.py               # the default specs, 7 fresh processes each
     python3 docs/model_check_benchmark.py --runs 15 --specs face person_segmentation
+    python3 docs/model_check_benchmark.py --specs coco person_masks   # a cascade: its stages
 
 For each spec, in fresh processes (the way a node or ``infer`` starts):
 
@@ -82,6 +83,20 @@ def measure(spec: str, runs: int) -> Dict[str, float]:
     return {key: statistics.median(values) * 1e3 for key, values in samples.items() if values}
 
 
+def _model_specs(names: List[str]) -> List[str]:
+    """The specs that hold model files: a cascade stands for its detector's and its stages' specs."""
+    from dl_vision.spec import CascadeSpec, load_spec
+
+    specs: List[str] = []
+    for name in names:
+        spec = load_spec(name)
+        if isinstance(spec, CascadeSpec):
+            specs += [spec.detector.name] + [stage.model.name for stage in spec.second_stages]
+        else:
+            specs.append(name)
+    return list(dict.fromkeys(specs))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--specs", nargs="+", default=["face", "face_short_range", "person_segmentation"])
@@ -91,7 +106,7 @@ def main() -> None:
         "| spec | start (ms) | load (ms) | check (ms) | check / start | check / load | child load (ms) | sha256 (ms) |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for spec in args.specs:
+    for spec in _model_specs(args.specs):
         m = measure(spec, args.runs)
         print(
             "| %s | %.0f | %.1f | %.1f | %.1f%% | %.0f%% | %s | %.2f |"
