@@ -106,7 +106,7 @@ class Preprocessor:
             )
         self._mean = np.array(norm.mean, np.float32).reshape(1, 1, -1)
         self._inv_std = (1.0 / np.array(norm.std, np.float32)).reshape(1, 1, -1)
-        self._identity = bool(np.all(norm.mean == 0) and np.all(norm.std == 1))
+        self._identity = bool(np.all(self._mean == 0) and np.all(self._inv_std == 1))
         quant = tensor.quantization
         self._quant = quant if quant is not None and quant[0] else None
         if np.issubdtype(self.dtype, np.integer):

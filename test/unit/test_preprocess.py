@@ -95,6 +95,21 @@ def test_raw_uint8_input_passes_pixels_through():
     np.testing.assert_array_equal(tensor[0, 1, 1], [250, 2, 1])
 
 
+@pytest.mark.parametrize(
+    "normalization", [Normalization(), Normalization([-0.0], [1.0]), Normalization([0, 0, 0], [1])]
+)
+def test_an_identity_normalization_sends_raw_pixels_without_a_float_round_trip(normalization, monkeypatch):
+    """The TF OD API models (coco: mean -0.0, std 1.0) take uint8 pixels as they are."""
+
+    def no_float_path(*args, **kwargs):
+        raise AssertionError("raw pixels were clipped back from floats")
+
+    pre = Preprocessor(InputSpec(normalization=normalization), TensorInfo("x", (1, 2, 2, 3), np.uint8))
+    monkeypatch.setattr(np, "clip", no_float_path)
+    tensor, _ = pre(_uniform(2, 2, (1, 2, 250)))
+    np.testing.assert_array_equal(tensor[0, 1, 1], [250, 2, 1])
+
+
 def test_batch_of_different_sizes_gives_one_transform_each():
     pre = Preprocessor(InputSpec(), FLOAT_192)
     tensor, transforms = pre.batch([_uniform(480, 640), _uniform(192, 96)])
