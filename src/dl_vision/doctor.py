@@ -431,8 +431,10 @@ def probe_model(spec_name: str) -> Dict[str, Any]:
     try:
         spec = load_spec(spec_name)
         started = time.perf_counter()
-        model = (Detector if spec.task == "detection" else Segmenter).from_spec(spec)
+        detecting = spec.task != "segmentation"  # a cascade runs as a detector, as in infer
+        model = (Detector if detecting else Segmenter).from_spec(spec)
         load_s = time.perf_counter() - started
+        first = getattr(model, "detector", model)  # a cascade's first stage: its file, input and provider
         image_name = "astronaut" if assets.problem("astronaut") is None else None
         if image_name:
             import cv2
@@ -441,7 +443,7 @@ def probe_model(spec_name: str) -> Dict[str, Any]:
         else:
             image = np.zeros((480, 640, 3), np.uint8)
         output = model(image)
-        if spec.task == "detection":
+        if detecting:
             found = "%d detection%s" % (len(output), "" if len(output) == 1 else "s")
             result = "%s on %s" % (found, image_name or "a black 640x480 image")
         else:
@@ -450,10 +452,10 @@ def probe_model(spec_name: str) -> Dict[str, Any]:
         return {
             "spec": spec_name,
             "task": spec.task,
-            "format": spec.format,
-            "file": str(spec.model_path()),
-            "provider": model.backend.provider,
-            "input": "%dx%d" % model.input_size[::-1],
+            "format": first.spec.format,
+            "file": str(first.backend.path),
+            "provider": first.backend.provider,
+            "input": "%dx%d" % first.input_size[::-1],
             "load_s": round(load_s, 3),
             "result": result,
         }

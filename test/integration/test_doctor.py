@@ -62,12 +62,14 @@ def numpy2() -> Tuple[str, Path]:
 
 
 def test_doctor_passes_this_setup(activated_env: Path) -> None:
-    result = run_doctor(dict(os.environ), "--model", "face")
+    result = run_doctor(dict(os.environ), "--model", "face", "--model", "face_mesh")
     assert result.returncode == 0, result.stdout
     assert problem_lines(result.stdout) == []
     assert "doctor: healthy" in result.stdout
     assert "  model        face: detection, tflite on tflite, input 192x192, loaded in " in result.stdout
-    assert "1 detection on astronaut" in result.stdout
+    # A cascade is probed as a detector; its first stage gives the file, input and provider.
+    assert "  model        face_mesh: cascade, tflite on tflite, input 192x192, loaded in " in result.stdout
+    assert result.stdout.count("1 detection on astronaut") == 2
 
 
 def test_doctor_model_names_what_is_wrong_with_a_spec(activated_env: Path, tmp_path: Path) -> None:
