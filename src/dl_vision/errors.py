@@ -33,3 +33,9 @@ class ImageConversionError(DlVisionError):
 
 class EvaluationError(DlVisionError):
     """Evaluation inputs (bag, topics, ground truth) are unusable."""
+
+
+def one_line(err: BaseException) -> str:
+    """A foreign exception's message on one line (whitespace collapsed, at most 300 characters),
+    or its type's name when it has none: for wrapping it into one of the errors above."""
+    return " ".join(str(err).split())[:300] or type(err).__name__

@@ -28,7 +28,7 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 
 from dl_vision.backends.frozen_graph import short_name, tensor_names
 from dl_vision.backends.tensorflow import import_tensorflow
-from dl_vision.errors import BackendUnavailableError, ConfigError, DlVisionError, ModelError
+from dl_vision.errors import BackendUnavailableError, ConfigError, DlVisionError, ModelError, one_line
 from dl_vision.spec import ModelSpec, load_spec
 
 #: The opset of the exports: ONNX Runtime >= 1.8 and TensorRT >= 8 run it.
@@ -116,7 +116,7 @@ def export_onnx(spec: Union[str, Path, ModelSpec], out: Union[str, Path], opset:
         with contextlib.suppress(OSError):
             out.unlink()
         raise ModelError(
-            "tf2onnx could not convert %s (opset %d): %s" % (model_path.name, opset, " ".join(str(err).split())[:300])
+            "tf2onnx could not convert %s (opset %d): %s" % (model_path.name, opset, one_line(err))
         ) from err
     return {
         "path": str(out),

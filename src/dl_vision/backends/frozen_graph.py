@@ -29,13 +29,9 @@ import numpy as np
 
 from dl_vision.backends.base import Backend, TensorInfo, check_feeds, check_threads
 from dl_vision.backends.tensorflow import import_tensorflow
-from dl_vision.errors import ConfigError, ModelError
+from dl_vision.errors import ConfigError, ModelError, one_line
 
 LOGGER = logging.getLogger("dl_vision")
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())[:300]
 
 
 def tensor_names(field: str, names: Any) -> List[str]:
@@ -91,18 +87,19 @@ class FrozenGraphBackend(Backend):
         try:
             graph_def.ParseFromString(path.read_bytes())
         except Exception as err:  # noqa: BLE001 - protobuf's DecodeError has no common base with OSError
-            raise ModelError("%s is not a binary TensorFlow GraphDef: %s" % (path, _one_line(err))) from err
+            raise ModelError("%s is not a binary TensorFlow GraphDef: %s" % (path, one_line(err))) from err
         graph = tf.Graph()
         try:
             with graph.as_default():
                 tf.compat.v1.import_graph_def(graph_def, name="")
         except (ValueError, tf.errors.OpError) as err:
-            raise ModelError("%s cannot be imported as a TensorFlow graph: %s" % (path, _one_line(err))) from err
+            raise ModelError("%s cannot be imported as a TensorFlow graph: %s" % (path, one_line(err))) from err
         placeholders = [op.name for op in graph.get_operations() if op.type == "Placeholder"]
         feed_names = tensor_names("inputs", placeholders if inputs is None else inputs)
         self._feeds = [self._tensor(graph, name, placeholders, path) for name in feed_names]
         self._fetches = [self._tensor(graph, name, placeholders, path) for name in fetch_names]
         config = tf.compat.v1.ConfigProto()
+        config.gpu_options.allow_growth = True  # on a GPU build, as the other TensorFlow backends
         if threads is not None:
             config.intra_op_parallelism_threads = threads
             config.inter_op_parallelism_threads = threads
@@ -127,7 +124,7 @@ class FrozenGraphBackend(Backend):
         try:
             self._session.run(self._fetches, feeds)
         except (ValueError, self._tf.errors.OpError) as err:
-            LOGGER.info("frozen graph %s: no warm-up run on zeros (%s)", self.path.name, _one_line(err))
+            LOGGER.info("frozen graph %s: no warm-up run on zeros (%s)", self.path.name, one_line(err))
 
     @staticmethod
     def _tensor(graph: Any, name: str, placeholders: List[str], path: Path) -> Any:
@@ -155,7 +152,7 @@ class FrozenGraphBackend(Backend):
         try:
             values = self._session.run(self._fetches, feed_dict)
         except (ValueError, TypeError, self._tf.errors.OpError) as err:
-            raise ModelError("frozen graph inference failed: %s" % _one_line(err)) from err
+            raise ModelError("frozen graph inference failed: %s" % one_line(err)) from err
         return {info.name: np.asarray(value) for info, value in zip(self.outputs, values)}
 
     def close(self) -> None:

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from dl_vision.backends.base import Backend, TensorInfo, check_feeds, check_threads
-from dl_vision.errors import BackendUnavailableError, ConfigError, ModelError
+from dl_vision.errors import BackendUnavailableError, ConfigError, ModelError, one_line
 
 LOGGER = logging.getLogger("dl_vision")
 
@@ -229,7 +229,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             self._session = ort.InferenceSession(str(path), sess_options=options, providers=configured)
         except Exception as err:  # noqa: BLE001 - ONNX Runtime's pybind errors share no base class but Exception
-            raise ModelError("%s is not a loadable ONNX model: %s" % (path, " ".join(str(err).split())[:300])) from err
+            raise ModelError("%s is not a loadable ONNX model: %s" % (path, one_line(err))) from err
         self.path = path
         self.providers: List[str] = list(self._session.get_providers())
         fallen = [p for p in chosen if p not in self.providers]
@@ -258,7 +258,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             values = self._session.run(None, feeds)
         except Exception as err:  # noqa: BLE001 - see __init__
-            raise ModelError("ONNX inference failed: %s" % " ".join(str(err).split())[:300]) from err
+            raise ModelError("ONNX inference failed: %s" % one_line(err)) from err
         return {info.name: value for info, value in zip(self.outputs, values)}
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 import numpy as np
 
 from dl_vision.backends.base import Backend, TensorInfo, check_feeds
-from dl_vision.errors import BackendUnavailableError, ConfigError, ModelError
+from dl_vision.errors import BackendUnavailableError, ConfigError, ModelError, one_line
 
 LOGGER = logging.getLogger("dl_vision")
 
@@ -85,10 +85,6 @@ def _spec_info(name: str, spec: Any) -> TensorInfo:
     return TensorInfo(name, shape, spec.dtype.as_numpy_dtype)
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())[:300]
-
-
 class _TensorFlowBackend(Backend):
     """What both TensorFlow backends share: the runtime name and the device they report."""
 
@@ -126,7 +122,7 @@ class SavedModelBackend(_TensorFlowBackend):
             with tf.device(self.device):
                 self._model = tf.saved_model.load(str(path))
         except (OSError, ValueError, RuntimeError, tf.errors.OpError) as err:
-            raise ModelError("%s is not a loadable SavedModel: %s" % (path, _one_line(err))) from err
+            raise ModelError("%s is not a loadable SavedModel: %s" % (path, one_line(err))) from err
         signatures = dict(self._model.signatures)
         if signature not in signatures:
             raise ModelError(
@@ -151,7 +147,7 @@ class SavedModelBackend(_TensorFlowBackend):
             with tf.device(self.device):
                 outputs = self._function(**{name: tf.constant(array) for name, array in feeds.items()})
         except (ValueError, TypeError, tf.errors.OpError) as err:
-            raise ModelError("SavedModel inference failed: %s" % _one_line(err)) from err
+            raise ModelError("SavedModel inference failed: %s" % one_line(err)) from err
         return {name: value.numpy() for name, value in outputs.items()}
 
 
@@ -187,7 +183,7 @@ class KerasBackend(_TensorFlowBackend):
             with tf.device(self.device):
                 self._model = load_model(str(path), **options)
         except (OSError, ValueError, TypeError, RuntimeError) as err:
-            raise ModelError("%s is not a loadable Keras model: %s" % (path, _one_line(err))) from err
+            raise ModelError("%s is not a loadable Keras model: %s" % (path, one_line(err))) from err
         self.path = path
         self.inputs: List[TensorInfo] = [
             TensorInfo(_tensor_name(t, "input_%d" % i), tuple(t.shape), _numpy_dtype(tf, t.dtype))
@@ -216,7 +212,7 @@ class KerasBackend(_TensorFlowBackend):
             with self._tf.device(self.device):
                 result = self._model(arrays if len(arrays) > 1 else arrays[0], training=False)
         except (ValueError, TypeError, self._tf.errors.OpError) as err:
-            raise ModelError("Keras inference failed: %s" % _one_line(err)) from err
+            raise ModelError("Keras inference failed: %s" % one_line(err)) from err
         if isinstance(result, Mapping):
             return {str(name): np.asarray(value) for name, value in result.items()}
         values = result if isinstance(result, (list, tuple)) else [result]

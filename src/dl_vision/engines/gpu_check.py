@@ -31,6 +31,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
+from dl_vision.errors import one_line
+
 LOG = logging.getLogger("dl_vision")
 REPO = Path(__file__).resolve().parents[3]
 
@@ -216,17 +218,17 @@ def main(argv: Optional[List[str]] = None) -> int:
                         trt, spec, onnx, precision, frames, reference, Path(scratch), args.runs
                     )
                 except Exception as err:  # noqa: BLE001 - every failure becomes a FAIL line, then the summary
-                    passed, detail = False, "%s: %s" % (type(err).__name__, " ".join(str(err).split())[:300])
+                    passed, detail = False, "%s: %s" % (type(err).__name__, one_line(err))
                 _step(results, "engine %s" % precision, passed, detail)
         if features.precision_problem("fp16") is None:
             try:
                 passed, detail = check_first_use(spec, cache_root())
             except Exception as err:  # noqa: BLE001 - as above
-                passed, detail = False, "%s: %s" % (type(err).__name__, " ".join(str(err).split())[:300])
+                passed, detail = False, "%s: %s" % (type(err).__name__, one_line(err))
             _step(results, "first-use engine cache", passed, detail)
         reference.close()
     except Exception as err:  # noqa: BLE001 - no TensorRT, no GPU, no model: one FAIL line with the reason
-        _step(results, "TensorRT", False, "%s: %s" % (type(err).__name__, " ".join(str(err).split())[:300]))
+        _step(results, "TensorRT", False, "%s: %s" % (type(err).__name__, one_line(err)))
     passed = all(r["passed"] for r in results)
     print(
         "gpu-check: %s (%d of %d steps passed)"

@@ -19,7 +19,7 @@ from rosbags.rosbag1 import Reader, Writer, WriterError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from dl_vision import messages
-from dl_vision.errors import EvaluationError
+from dl_vision.errors import EvaluationError, one_line
 from dl_vision.evaluation.bag_recovery import Damage, SequentialReader, describe_damage
 from dl_vision.structures import Detections, Segmentation
 
@@ -29,10 +29,6 @@ DETECTION_ARRAY = "dl_vision/msg/DetectionArray"
 IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
 #: First line of every ROS 1 bag (format 2.0).
 BAG_MAGIC = b"#ROSBAG V2.0\n"
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())[:300] or type(err).__name__
 
 
 class Frame(NamedTuple):
@@ -131,12 +127,12 @@ class BagReader:
             except Exception as err:  # noqa: BLE001 - TypesysError, or anything the parser raises on a damaged definition
                 raise EvaluationError(
                     "bag %s: message definition of %s on %s is unusable (%s)"
-                    % (self.path, conn.msgtype, conn.topic, _one_line(err))
+                    % (self.path, conn.msgtype, conn.topic, one_line(err))
                 ) from err
 
     def _open_damaged(self, err: Exception) -> Any:
         """The sequential reader for a bag whose index is unusable, when partial reads are allowed."""
-        reason = _one_line(err)
+        reason = one_line(err)
         with self.path.open("rb") as src:
             is_bag = src.read(len(BAG_MAGIC)) == BAG_MAGIC
         if not is_bag:
@@ -154,7 +150,7 @@ class BagReader:
             reader = SequentialReader(self.path)
         except Exception as scan_err:  # noqa: BLE001 - as above
             raise EvaluationError(
-                "bag %s: expected a ROS 1 bag, found an unreadable file (%s)" % (self.path, _one_line(scan_err))
+                "bag %s: expected a ROS 1 bag, found an unreadable file (%s)" % (self.path, one_line(scan_err))
             ) from scan_err
         self.damage = reader.damage
         return reader
@@ -250,9 +246,9 @@ class BagReader:
                 if not self.allow_partial:
                     raise EvaluationError(
                         "bag %s: damaged after %d messages of %s (%s); --allow-partial evaluates the frames before it"
-                        % (self.path, read, ", ".join(topics), _one_line(err))
+                        % (self.path, read, ", ".join(topics), one_line(err))
                     ) from err
-                self.stopped = "after %d messages of %s (%s)" % (read, ", ".join(topics), _one_line(err))
+                self.stopped = "after %d messages of %s (%s)" % (read, ", ".join(topics), one_line(err))
                 return
             read += 1
             try:
@@ -261,7 +257,7 @@ class BagReader:
                 if not self.allow_partial:
                     raise EvaluationError(
                         "bag %s: message %d on %s does not deserialise as %s (%s); --allow-partial skips such messages"
-                        % (self.path, read, conn.topic, conn.msgtype, _one_line(err))
+                        % (self.path, read, conn.topic, conn.msgtype, one_line(err))
                     ) from err
                 self.skipped_messages += 1
                 continue
