@@ -76,13 +76,25 @@ def extract_crop(image: np.ndarray, window: Window) -> np.ndarray:
     return cv2.copyMakeBorder(inside, *pads, cv2.BORDER_CONSTANT, value=0)
 
 
-def paste_mask(crop_mask: np.ndarray, window: Window, box: np.ndarray, image_size: Tuple[int, int]) -> np.ndarray:
-    """A crop's (h, w) bool mask placed in an (H, W) image mask, kept inside ``box`` (rounded outward)."""
+def paste_mask(
+    crop_mask: np.ndarray,
+    window: Window,
+    box: np.ndarray,
+    image_size: Tuple[int, int],
+    out: Optional[np.ndarray] = None,
+) -> np.ndarray:
+    """A crop's (h, w) bool mask placed in an (H, W) image mask, kept inside ``box`` (rounded outward).
+
+    ``out``: an (H, W) bool array to overwrite instead of allocating one.
+    """
     height, width = image_size
     x0, y0, x1, y1 = window
     bx0, by0 = max(int(math.floor(box[0])), x0, 0), max(int(math.floor(box[1])), y0, 0)
     bx1, by1 = min(int(math.ceil(box[2])), x1, width), min(int(math.ceil(box[3])), y1, height)
-    out = np.zeros((height, width), bool)
+    if out is None:
+        out = np.zeros((height, width), bool)
+    else:
+        out[:] = False
     if bx1 > bx0 and by1 > by0:
         out[by0:by1, bx0:bx1] = crop_mask[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0]
     return out
@@ -258,15 +270,16 @@ class Cascade:
     def _attach_masks(
         stage: _Stage, dets: Detections, image_size: Tuple[int, int], done: List[Tuple[int, Window, Segmentation]]
     ) -> Detections:
-        masks = dets.masks if dets.masks is not None else np.zeros((len(dets),) + tuple(image_size), bool)
-        if done:
-            masks = masks.copy()
+        if dets.masks is None:
+            masks = np.zeros((len(dets),) + tuple(image_size), bool)
+        else:
+            masks = dets.masks.copy() if done else dets.masks
         names = dets.class_names
         for d, window, segmentation in done:
             wanted = [k for k, name in segmentation.labels.items() if name == names[d] and 0 <= k < 256]
             inside = np.zeros(256, bool)  # class id -> inside the instance; a lookup is 500x faster than np.isin
             inside[wanted or slice(1, None)] = True
-            masks[d] = paste_mask(inside[segmentation.class_map], window, dets.xyxy[d], image_size)
+            paste_mask(inside[segmentation.class_map], window, dets.xyxy[d], image_size, out=masks[d])
         return Detections(
             dets.xyxy,
             dets.score,
@@ -377,8 +390,9 @@ class CascadeSegmenter:
     def _class_map(self, dets: Detections, image_size: Tuple[int, int]) -> Segmentation:
         class_map = np.zeros(image_size, np.uint8)
         if dets.masks is not None:
+            names = dets.class_names
             for d in np.argsort(dets.score, kind="stable"):  # ascending: the best-scored is painted last
-                class_id = self._ids.get(dets.class_names[d])
+                class_id = self._ids.get(names[d])
                 if class_id is not None:
                     class_map[dets.masks[d]] = class_id
         return Segmentation(class_map, self._labels)
