@@ -54,7 +54,7 @@ def test_provider_settings_carry_device_fp16_and_engine_cache():
 
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory):
-    onnx = pytest.importorskip("onnx", reason="building test models needs the onnx package")
+    import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
@@ -81,8 +81,18 @@ def test_onnx_backend_reports_its_provider_and_takes_gpu_options(tiny_onnx, tmp_
         engine_cache=str(tmp_path / "trt"),
         provider_options={"cuda": {"arena_extend_strategy": "kSameAsRequested"}},
     )
-    # No GPU build here: the session runs on the CPU and says so.
-    assert backend.provider == backend.providers[0] == CPU
+    import onnxruntime
+
+    gpu_providers = {TRT, CUDA} & set(onnxruntime.get_available_providers())
+    if not gpu_providers:  # the CPU build: the session runs on the CPU and says so
+        assert backend.provider == backend.providers[0] == CPU
+    else:  # onnxruntime-gpu: the first requested GPU provider that loads is the one in use
+        assert backend.provider == backend.providers[0], backend.providers
+        assert backend.provider in gpu_providers, "expected one of %s in use, found %s (session providers %s)" % (
+            sorted(gpu_providers),
+            backend.provider,
+            backend.providers,
+        )
 
 
 @pytest.mark.parametrize(
@@ -105,7 +115,8 @@ def test_onnx_gpu_option_errors(tiny_onnx, kwargs, message):
 
 
 def test_tensorflow_devices():
-    tf = pytest.importorskip("tensorflow", reason="the TensorFlow backends need TensorFlow")
+    import tensorflow as tf
+
     from dl_vision.backends.tensorflow import tensorflow_device
 
     gpus = len(tf.config.list_physical_devices("GPU"))
@@ -120,8 +131,15 @@ def test_tensorflow_devices():
 # --- bootstrap: DL_VISION_GPU ---------------------------------------------------------------------
 
 
-def _detect(tmp_path, gpu, smi_output=None, extra=""):
-    """Run setup.sh's detect_gpu with a fake nvidia-smi (or none) first on PATH."""
+TEGRA_RELEASE = "/etc/nv_tegra_release"
+
+
+def _detect(tmp_path, gpu, smi_output=None, extra="", jetson=False):
+    """Run setup.sh's detect_gpu with a fake nvidia-smi (or none) first on PATH.
+
+    detect_gpu tells a Jetson by /etc/nv_tegra_release; its copy here reads a file under tmp_path
+    instead (present when ``jetson``), so that the result does not depend on this machine.
+    """
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     smi = bin_dir / "nvidia-smi"
@@ -130,11 +148,26 @@ def _detect(tmp_path, gpu, smi_output=None, extra=""):
         smi.chmod(0o755)
     elif smi.exists():
         smi.unlink()
-    script = 'source "%s"; detect_gpu; echo "MODE=$GPU_MODE MAJOR=$CUDA_MAJOR"; %s' % (
-        REPO / "bootstrap" / "setup.sh",
-        extra,
+    tegra = tmp_path / "nv_tegra_release"
+    if jetson:
+        tegra.write_text("# R35 (release), REVISION: 4.1\n")
+    elif tegra.exists():
+        tegra.unlink()
+    script = (
+        'source "%s"\n'
+        "body=$(declare -f detect_gpu) || exit 3\n"
+        'case "$body" in *"$TEST_TEGRA_FROM"*) ;; *) echo "expected detect_gpu to test $TEST_TEGRA_FROM, '
+        'found it does not: update _detect in test/unit/test_gpu_options.py" >&2; exit 3 ;; esac\n'
+        'eval "${body//"$TEST_TEGRA_FROM"/"$TEST_TEGRA_TO"}"\n'
+        'detect_gpu; echo "MODE=$GPU_MODE MAJOR=$CUDA_MAJOR"; %s'
+    ) % (REPO / "bootstrap" / "setup.sh", extra)
+    env = dict(
+        os.environ,
+        DL_VISION_GPU=gpu,
+        PATH="%s:/usr/bin:/bin" % bin_dir,
+        TEST_TEGRA_FROM=TEGRA_RELEASE,
+        TEST_TEGRA_TO=str(tegra),
     )
-    env = dict(os.environ, DL_VISION_GPU=gpu, PATH="%s:/usr/bin:/bin" % bin_dir)
     return subprocess.run(
         ["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=env
     )
@@ -143,23 +176,24 @@ def _detect(tmp_path, gpu, smi_output=None, extra=""):
 SMI_HEADER = "| NVIDIA-SMI 580.159.03   Driver Version: 580.159.03   CUDA Version: %s     |"
 
 
-@pytest.mark.skipif(os.path.exists("/etc/nv_tegra_release"), reason="no GPU: this machine is a Jetson")
 @pytest.mark.parametrize(
-    "gpu, smi, expected",
+    "gpu, smi, jetson, expected",
     [
-        ("auto", SMI_HEADER % "13.0", "MODE=cuda MAJOR=13"),
-        ("cuda", SMI_HEADER % "12.4", "MODE=cuda MAJOR=12"),
-        ("auto", None, "MODE=none MAJOR="),
-        ("none", SMI_HEADER % "12.4", "MODE=none MAJOR="),
+        ("auto", SMI_HEADER % "13.0", False, "MODE=cuda MAJOR=13\n"),
+        ("cuda", SMI_HEADER % "12.4", False, "MODE=cuda MAJOR=12\n"),
+        ("auto", None, False, "MODE=none MAJOR=\n"),
+        ("none", SMI_HEADER % "12.4", False, "MODE=none MAJOR=\n"),
+        ("auto", None, True, "MODE=jetson MAJOR=\n"),
+        ("cuda", SMI_HEADER % "12.4", True, "MODE=jetson MAJOR=\n"),  # JetPack's CUDA, not the x86 wheels
+        ("none", None, True, "MODE=none MAJOR=\n"),
     ],
 )
-def test_detect_gpu(tmp_path, gpu, smi, expected):
-    result = _detect(tmp_path, gpu, smi)
+def test_detect_gpu(tmp_path, gpu, smi, jetson, expected):
+    result = _detect(tmp_path, gpu, smi, jetson=jetson)
     assert result.returncode == 0, result.stderr
-    assert expected in result.stdout
+    assert result.stdout == expected
 
 
-@pytest.mark.skipif(os.path.exists("/etc/nv_tegra_release"), reason="no GPU: this machine is a Jetson")
 def test_detect_gpu_refuses_what_it_cannot_do(tmp_path):
     result = _detect(tmp_path, "cuda", None)
     assert result.returncode == 1 and "DL_VISION_GPU=cuda but no NVIDIA driver answers" in result.stderr

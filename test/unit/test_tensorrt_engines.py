@@ -270,14 +270,22 @@ def test_choose_binding(bindings, driver, pycuda, expected):
             choose_binding(bindings, driver, pycuda)
 
 
-@pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here")
-def test_cuda_device_without_bindings_is_one_clear_error():
-    if importlib.util.find_spec("pycuda") or importlib.util.find_spec("cuda"):
-        pytest.skip("no GPU: a CUDA binding is installed but this test is about its absence")
-    from dl_vision.backends.cuda_memory import CudaDevice
+#: What cuda_memory imports for cuda-python (cuda.bindings.runtime, cuda.cudart before 12.6) and pycuda.
+CUDA_BINDING_MODULES = ["cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart", "pycuda", "pycuda.driver"]
 
-    with pytest.raises(BackendUnavailableError, match="neither cuda-python nor pycuda is installed"):
-        CudaDevice(0)
+
+def test_cuda_device_without_bindings_is_one_clear_error(monkeypatch):
+    from dl_vision.backends import cuda_memory
+
+    for name in CUDA_BINDING_MODULES:  # None in sys.modules: importing it raises ImportError, as when missing
+        monkeypatch.setitem(sys.modules, name, None)
+    assert cuda_memory._import_cudart() is None
+    with pytest.raises(BackendUnavailableError) as caught:
+        cuda_memory.CudaDevice(0)
+    message = str(caught.value)
+    assert "\n" not in message, message
+    assert message.startswith("CUDA from Python: expected cuda-python"), message
+    assert message.endswith("found neither cuda-python nor pycuda is installed"), message
 
 
 # --- the backend's options and the ONNX -> TensorRT route --------------------------------------
@@ -319,7 +327,7 @@ def test_runtime_engine_picks_the_backend(tmp_path):
 
 def _onnx_spec(tmp_path):
     """A spec for a tiny (1, 3, 8, 8) -> (1, 6, 32) ONNX model with a YOLOv8 head."""
-    onnx = pytest.importorskip("onnx", reason="building test models needs the onnx package")
+    import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(

@@ -12,14 +12,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import tensorflow as tf
+from tensorflow.lite.python import schema_py_generated as schema
+from tensorflow.lite.tools import flatbuffer_utils
 
 from dl_vision import assets
 from dl_vision.errors import AssetError, ModelError
 from dl_vision.tflite_rewrite import CUSTOM_OP, rewrite_transpose_conv_bias
-
-tf = pytest.importorskip("tensorflow", reason="the rewrite reads TensorFlow's TFLite schema")
-from tensorflow.lite.python import schema_py_generated as schema  # noqa: E402
-from tensorflow.lite.tools import flatbuffer_utils  # noqa: E402
 
 PHOTOS = ["astronaut", "coffee", "chelsea", "camera", "rocket"]
 
