@@ -293,8 +293,8 @@ def asset_path(key: str) -> Path:
     return cache_dir() / (a.kind + "s") / a.filename
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 digest of a file."""
+def sha256_of(path: Union[str, Path]) -> str:
+    """Hex sha256 digest of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

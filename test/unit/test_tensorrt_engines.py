@@ -17,10 +17,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from dl_vision.assets import sha256_of
 from dl_vision.backends.base import TensorInfo
 from dl_vision.backends.cuda_memory import CUDA_PYTHON, PYCUDA, choose_binding
 from dl_vision.engines.build import BatchProfile, NetworkInput, profile_shapes
-from dl_vision.engines.cache import EngineKey, cached_engine, engine_key, file_sha256
+from dl_vision.engines.cache import EngineKey, cached_engine, engine_key
 from dl_vision.engines.calibration import calibration_batches, preprocessed_frames
 from dl_vision.engines.trt_api import TrtFeatures, numpy_dtype, parse_version
 from dl_vision.errors import BackendUnavailableError, ConfigError, ModelError
@@ -209,7 +210,7 @@ def test_engine_key_from_the_onnx_file(tmp_path):
     onnx = tmp_path / "m.onnx"
     onnx.write_bytes(b"model bytes")
     key = engine_key(onnx, "fp32", BatchProfile(1, 2, 4), "10.13.3.9", "NVIDIA H200", (9, 0))
-    assert key.onnx_sha256 == file_sha256(onnx) == __import__("hashlib").sha256(b"model bytes").hexdigest()
+    assert key.onnx_sha256 == sha256_of(onnx) == __import__("hashlib").sha256(b"model bytes").hexdigest()
     assert (key.compute_capability, key.batch) == ("9.0", "1:2:4")
 
 

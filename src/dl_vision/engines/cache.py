@@ -18,8 +18,9 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple, Optional, Union
+from typing import Callable, Iterator, NamedTuple, Optional
 
+from dl_vision.assets import cache_dir, sha256_of
 from dl_vision.engines.build import BatchProfile, write_engine
 from dl_vision.errors import ConfigError
 
@@ -28,18 +29,7 @@ LOG = logging.getLogger("dl_vision")
 
 def cache_root() -> Path:
     """``$DL_VISION_CACHE/engines`` (default ``~/.cache/dl_vision/engines``)."""
-    from dl_vision.assets import cache_dir
-
     return cache_dir() / "engines"
-
-
-def file_sha256(path: Union[str, Path]) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(str(path), "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class EngineKey(NamedTuple):
@@ -77,7 +67,7 @@ def engine_key(
 ) -> EngineKey:
     """The key of the engine built from ``onnx_path`` with these settings on this TensorRT and GPU."""
     return EngineKey(
-        onnx_sha256=file_sha256(onnx_path),
+        onnx_sha256=sha256_of(onnx_path),
         tensorrt=str(tensorrt_version),
         gpu=str(gpu),
         compute_capability="%d.%d" % tuple(capability),

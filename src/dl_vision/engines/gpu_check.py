@@ -43,14 +43,13 @@ DEFAULT_SPEC = "face_short_range"
 
 def export_default_onnx() -> Tuple[Any, Path]:
     """``(spec, onnx path)`` of BlazeFace short range exported to ONNX (cached by the TFLite file's digest)."""
-    from dl_vision.assets import cache_dir
-    from dl_vision.engines.cache import file_sha256
+    from dl_vision.assets import cache_dir, sha256_of
     from dl_vision.errors import BackendUnavailableError
     from dl_vision.spec import load_spec
 
     spec = load_spec(DEFAULT_SPEC)
     tflite = spec.model_path()
-    out = cache_dir() / "onnx" / ("%s.%s.onnx" % (DEFAULT_SPEC, file_sha256(tflite)[:12]))
+    out = cache_dir() / "onnx" / ("%s.%s.onnx" % (DEFAULT_SPEC, sha256_of(tflite)[:12]))
     if not out.is_file():
         try:
             import tf2onnx
