@@ -217,6 +217,24 @@ def test_mask_map_scores_instance_masks_separately_from_boxes(tmp_path):
     assert metrics["mask_mAP"] == pytest.approx(0.1) and metrics["mask_AP50"] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("empty_first", [True, False])
+def test_frames_without_objects_keep_mask_scoring_on(tmp_path, empty_first):
+    """A frame with no object (in the truth and the predictions) has no mask to give: masks are
+    still scored on the others, whether it comes first or later."""
+    x0, y0, x1, y1 = BOX[0].astype(int)
+    mask = np.zeros((1, 120, 160), bool)
+    mask[0, y0:y1, x0:x1] = True
+    masked = Detections(BOX, [0.9], [0], LABELS, masks=mask)
+    empty = Detections.empty(LABELS)
+    frames = [empty, masked, masked] if empty_first else [masked, empty, masked]
+    bag = tmp_path / "b.bag"
+    write_bag(bag, 3, truth=frames, preds=frames)
+    report = run(bag, GroundTruthSource(detections_topic="/gt"))
+    assert report.frames.evaluated == 3
+    metrics = headline_metrics(report)
+    assert metrics["mAP"] == pytest.approx(1.0) and metrics["mask_mAP"] == pytest.approx(1.0)
+
+
 def test_truth_recorded_apart_from_its_frames_still_pairs_by_stamp(tmp_path):
     # Ground truth written one second of bag time after every frame (so it comes after all five
     # images in bag order); one frame has no truth at all and is counted as unlabelled.

@@ -457,8 +457,6 @@ def pooled_report(
     for plan in plans:
         class_names += [n for n in plan.class_names or [] if n not in class_names]
     seg_labels = next((p.seg_labels for p in plans if p.seg_labels is not None), None)
-    boxed = [rec for r in results for rec in r.records if rec.boxes is not None]
-    masks = bool(boxed) and all(rec.truth_masks is not None and rec.masks is not None for rec in boxed)
     keypoints = {keypoint_truth(p.coco) for p in plans} - {None}
     first = plans[0]
     evaluation = Evaluation(
@@ -467,7 +465,6 @@ def pooled_report(
         first.score_threshold,
         first.iou_threshold,
         next(iter(keypoints)) if len(keypoints) == 1 else None,
-        masks,
     )
     if len(keypoints) > 1:
         evaluation.warn("the bags label different keypoints (%s): no pooled keypoint metrics" % sorted(keypoints))

@@ -179,11 +179,12 @@ class FrameRecord:
         width, height: the frame's size in pixels.
         truth_boxes: (G, 4) float64 ``x_min, y_min, x_max, y_max`` pixels.
         truth_names: G class names. truth_crowd: (G,) bool crowd flags.
-        truth_masks: G COCO RLEs of the instance masks, or None.
+        truth_masks: G COCO RLEs of the instance masks ([] for a frame without objects), or None.
         boxes: (P, 4) float32 predicted boxes in pixels; None when detections are not scored
             (no detector ran, or the truth has no boxes).
         scores: (P,) float32. names: P class names.
-        masks: P COCO RLEs of the predicted masks, or None (encoded only when the truth has masks).
+        masks: P COCO RLEs of the predicted masks, or None; both are encoded only when both sides
+            have masks (or no object).
         keypoint_boxes: (R, 4) boxes of the truth's objects of the keypoint class, or None without
             keypoint truth; keypoint_truth: their (R, K, 3) keypoints; keypoint_areas: (R,) their
             mask areas (None without masks); keypoint_crowd: (R,) their crowd flags;
@@ -266,10 +267,10 @@ class FrameRecord:
             return record
         record.truth_boxes, record.truth_names, record.truth_crowd = truth.boxes, truth.class_names, truth.iscrowd
         record.boxes, record.scores, record.names = dets.xyxy, dets.score, dets.class_names
-        if truth.masks is not None:
-            record.truth_masks = [encode_mask(m) for m in truth.masks]
-            if dets.masks is not None:
-                record.masks = [encode_mask(m) for m in dets.masks]
+        # Masks are encoded only where both sides can give them; a side with no object has none to give.
+        if (truth.masks is not None or not len(truth.boxes)) and (dets.masks is not None or not len(dets)):
+            record.truth_masks = [encode_mask(m) for m in truth.masks] if truth.masks is not None else []
+            record.masks = [encode_mask(m) for m in dets.masks] if dets.masks is not None else []
         return record
 
 
@@ -470,8 +471,8 @@ class Evaluation:
         score_threshold: operating threshold for the confusion matrix and P/R/F1.
         iou_threshold: IoU a prediction needs to match a ground-truth box at the operating point.
         keypoints: ``(class name, keypoint names)`` of the keypoint ground truth, or None.
-        masks: score instance masks; None decides on the first scored frame (both the truth and
-            the predictions have masks).
+    Instance masks are scored when every frame with boxes has masks on both sides (see
+    :meth:`FrameRecord.build`).
     """
 
     def __init__(
@@ -481,11 +482,9 @@ class Evaluation:
         score_threshold: float,
         iou_threshold: float = 0.5,
         keypoints: Optional[Tuple[str, Sequence[str]]] = None,
-        masks: Optional[bool] = None,
     ) -> None:
         self.class_names = list(class_names) if class_names else None
         self.class_index = {n: i for i, n in enumerate(self.class_names or [])}
-        self.masks = masks
         self.coco: Optional[CocoAccumulator] = None
         self.confusion = ConfusionAccumulator(self.class_names, iou_threshold, score_threshold) if class_names else None
         self.segmentation = None
@@ -508,6 +507,10 @@ class Evaluation:
                 self.segmentation.merge(result.segmentation)
         keyed = [(r.shard.bag_index, record.index, record) for r in results for record in r.records]
         keyed.sort(key=lambda item: item[:2])
+        boxed = [record for _, _, record in keyed if record.boxes is not None]
+        if self.class_names is not None and boxed:
+            masks = all(record.truth_masks is not None and record.masks is not None for record in boxed)
+            self.coco = CocoAccumulator(self.class_names, masks=masks)
         for _, _, record in keyed:
             if self.class_names is not None and record.boxes is not None:
                 self._add_detections(record)
@@ -533,16 +536,11 @@ class Evaluation:
                 "ground truth: class %r is not among the evaluated classes %s" % (unknown[0], self.class_names)
             )
         gt_classes = np.array([self.class_index[n] for n in record.truth_names], np.int64)
-        if self.coco is None:
-            masks = self.masks
-            if masks is None:
-                masks = record.truth_masks is not None and record.masks is not None
-            self.coco = CocoAccumulator(self.class_names, masks=masks)
         boxes, scores = record.boxes[keep], record.scores[keep]
         pred_masks = gt_masks = None
         if self.coco.masks:
             gt_masks = record.truth_masks
-            pred_masks = [m for m, k in zip(record.masks, keep) if k] if record.masks is not None else []
+            pred_masks = [m for m, k in zip(record.masks, keep) if k]
         self.coco.add(
             record.width,
             record.height,
