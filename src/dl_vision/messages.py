@@ -430,23 +430,23 @@ def detections_to_msg(
     types = types or genpy_types()
     names = detections.class_names
     no_keypoints = types.float32_field(np.zeros(0, np.float32))
+    no_mask = types.image(  # shared by every detection without a mask
+        header=make_header(types=types),
+        height=0,
+        width=0,
+        encoding="",
+        is_bigendian=0,
+        step=0,
+        data=types.uint8_field(np.zeros(0, np.uint8)),
+    )
     has_keypoints = detections.has_keypoints
     items = []
     for i in range(len(detections)):
         box = detections.xyxy[i]
         mask_x = mask_y = 0
+        mask = no_mask
         if detections.masks is not None:
             mask_x, mask_y, mask = _mask_msg(detections.masks[i], box, header, types)
-        else:
-            mask = types.image(
-                header=make_header(types=types),
-                height=0,
-                width=0,
-                encoding="",
-                is_bigendian=0,
-                step=0,
-                data=types.uint8_field(np.zeros(0, np.uint8)),
-            )
         keypoints = keypoint_scores = no_keypoints
         if has_keypoints[i]:
             keypoints = types.float32_field(detections.keypoints[i].reshape(-1))
