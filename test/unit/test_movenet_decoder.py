@@ -53,7 +53,7 @@ def test_no_person(points, options):
 
 def test_skeleton_by_names_becomes_index_pairs():
     decoder = MoveNetDecoder(keypoint_names=NAMES, skeleton=[["nose", "left_eye"], ["left_eye", "left_hip"]])
-    assert decoder.skeleton == [(0, 1), (1, 3)]
+    assert list(decoder.keypoint_schema.skeleton) == [(0, 1), (1, 3)]
 
 
 @pytest.mark.parametrize(
@@ -91,7 +91,8 @@ def test_outputs_that_do_not_fit_are_model_errors():
 def test_movenet_spec_has_coco_keypoints_and_skeleton():
     spec = load_spec("movenet")
     decoder = create_decoder(spec.decoder.type, spec.decoder.params, spec.labels)
-    assert len(decoder.keypoint_names) == 17 and decoder.keypoint_names[0] == "nose"
-    assert decoder.keypoint_names[15:] == ["left_ankle", "right_ankle"]
-    assert len(decoder.skeleton) == 19 and (5, 6) in decoder.skeleton  # the shoulders
+    names, skeleton = list(decoder.keypoint_schema.names), list(decoder.keypoint_schema.skeleton)
+    assert len(names) == 17 and names[0] == "nose"
+    assert names[15:] == ["left_ankle", "right_ankle"]
+    assert len(skeleton) == 19 and (5, 6) in skeleton  # the shoulders
     assert spec.labels == {0: "person"} and spec.input.resize == "letterbox"

@@ -15,7 +15,7 @@ A pose whose score is below the score threshold, or with fewer than two confiden
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -65,16 +65,6 @@ class MoveNetDecoder(Decoder):
         self.keypoint_threshold = float(keypoint_threshold)
         self.output = output
 
-    @property
-    def keypoint_names(self) -> List[str]:
-        """The K keypoint names, in the model's order."""
-        return list(self.keypoint_schema.names)
-
-    @property
-    def skeleton(self) -> List[Tuple[int, int]]:
-        """Edges as ``(i, j)`` keypoint indices."""
-        return list(self.keypoint_schema.skeleton)
-
     def _raw(self, outputs: Dict[str, np.ndarray]) -> np.ndarray:
         if self.output is not None:
             if self.output not in outputs:
@@ -87,7 +77,7 @@ class MoveNetDecoder(Decoder):
                 "movenet: the model has outputs %s: name the keypoint output in decoder.params.output" % sorted(outputs)
             )
         raw = np.asarray(raw, dtype=np.float32)
-        count = len(self.keypoint_names)
+        count = len(self.keypoint_schema.names)
         if raw.size != count * 3:
             raise ModelError(
                 "movenet: expected (1, 1, %d, 3) keypoints (y, x, score), found shape %s" % (count, raw.shape)
