@@ -17,8 +17,24 @@ import numpy as np
 from dl_vision.errors import EvaluationError
 
 #: File suffixes read from a folder (what OpenCV decodes everywhere).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 DEFAULT_TOPIC = "/camera/image_raw"
+
+
+def iter_image_folder(folder: Path, limit: Optional[int] = None) -> Iterator[Tuple[str, np.ndarray]]:
+    """``(file name, (H, W, 3) uint8 BGR image)`` for the images of a folder, sorted by name.
+
+    Raises:
+        EvaluationError: the folder holds no image, or a file does not decode.
+    """
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise EvaluationError("images: expected %s files in %s, found none" % ("/".join(IMAGE_SUFFIXES), folder))
+    for file in files[:limit]:
+        image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+        if image is None:
+            raise EvaluationError("images: expected an image OpenCV decodes, found %s" % file)
+        yield file.name, image
 
 
 def iter_images(
@@ -38,14 +54,7 @@ def iter_images(
     if limit is not None and limit < 1:
         raise EvaluationError("images: expected a positive frame limit, found %r" % (limit,))
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise EvaluationError("images: expected %s files in %s, found none" % ("/".join(IMAGE_SUFFIXES), path))
-        for file in files[:limit]:
-            image = cv2.imread(str(file), cv2.IMREAD_COLOR)
-            if image is None:
-                raise EvaluationError("images: expected an image OpenCV decodes, found %s" % file)
-            yield file.name, image
+        yield from iter_image_folder(path, limit)
     elif path.is_file() and path.suffix == ".bag":
         from dl_vision.evaluation.bag_io import BagReader
 

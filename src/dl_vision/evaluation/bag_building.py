@@ -19,9 +19,9 @@ from dl_vision.errors import EvaluationError
 from dl_vision.evaluation.bag_io import BagReader, BagWriter
 from dl_vision.evaluation.ground_truth import annotation_mask
 from dl_vision.geometry import xywh_to_xyxy
+from dl_vision.image_sources import iter_image_folder
 from dl_vision.structures import Detections
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 #: Default first header stamp of a made bag (2023-11-14T22:13:20Z), nanoseconds.
 DEFAULT_START_NS = 1_700_000_000 * 10**9
 
@@ -30,14 +30,7 @@ def read_source(source) -> Iterator[Tuple[str, np.ndarray]]:
     """``(name, BGR image)`` of every image in a folder (sorted by name) or every frame of a video."""
     path = Path(source)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise EvaluationError("images: expected %s files in %s, found none" % ("/".join(IMAGE_SUFFIXES), path))
-        for file in files:
-            image = cv2.imread(str(file), cv2.IMREAD_COLOR)
-            if image is None:
-                raise EvaluationError("images: OpenCV cannot read %s" % file)
-            yield file.name, image
+        yield from iter_image_folder(path)
         return
     capture = cv2.VideoCapture(str(path))
     if not path.is_file() or not capture.isOpened():
