@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ import cv2
 import numpy as np
 
 from dl_vision.errors import one_line
+from dl_vision.latency import summarize_ms
 
 LOG = logging.getLogger("dl_vision")
 REPO = Path(__file__).resolve().parents[3]
@@ -59,7 +61,9 @@ def export_default_onnx() -> Tuple[Any, Path]:
                 "or pass --model SPEC with an ONNX file" % DEFAULT_SPEC
             ) from err
         out.parent.mkdir(parents=True, exist_ok=True)
-        tf2onnx.convert.from_tflite(str(tflite), opset=13, output_path=str(out))
+        partial = out.with_suffix(".part")  # renamed when whole: an interrupted export is never reused
+        tf2onnx.convert.from_tflite(str(tflite), opset=13, output_path=str(partial))
+        os.replace(str(partial), str(out))
     onnx_spec = copy.copy(spec)
     onnx_spec.format, onnx_spec.file, onnx_spec.asset = "onnx", out, None
     onnx_spec.runtime = {"providers": ["cpu"]}
@@ -78,8 +82,8 @@ def sample_frames(folder: Path) -> Path:
     return folder
 
 
-def time_model(backend: Any, tensor: np.ndarray, runs: int) -> Dict[str, float]:
-    """Median and p90 milliseconds of ``backend.run(tensor)`` after ``runs // 10`` warm-up calls."""
+def time_model(backend: Any, tensor: np.ndarray, runs: int) -> Dict[str, Optional[float]]:
+    """:func:`~dl_vision.latency.summarize_ms` of ``backend.run(tensor)`` after ``runs // 10`` warm-up calls."""
     for _ in range(max(runs // 10, 3)):
         backend.run(tensor)
     times = []
@@ -87,7 +91,7 @@ def time_model(backend: Any, tensor: np.ndarray, runs: int) -> Dict[str, float]:
         start = time.perf_counter()
         backend.run(tensor)
         times.append((time.perf_counter() - start) * 1e3)
-    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90))}
+    return summarize_ms(times)
 
 
 def _step(results: List[Dict[str, Any]], name: str, passed: bool, detail: str) -> None:
@@ -137,8 +141,8 @@ def check_precision(
         a["mAP"] or 0.0,
         a["max_box_drift_px"] or 0.0,
         build_s,
-        timing["median_ms"],
-        timing["p90_ms"],
+        timing["p50"],
+        timing["p90"],
     )
     return value is not None and value >= floor, detail
 
@@ -206,7 +210,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             frames = sample_frames(Path(scratch) / "frames")
             tensor, _ = reference.preprocessor(cv2.imread(str(next(iter(sorted(frames.iterdir())))), cv2.IMREAD_COLOR))
             cpu = time_model(reference.backend, tensor, max(args.runs // 4, 20))
-            print("reference: ONNX Runtime CPU %.2f ms median" % cpu["median_ms"], flush=True)
+            print("reference: ONNX Runtime CPU %.2f ms median" % cpu["p50"], flush=True)
             for precision in PRECISIONS:
                 problem = features.precision_problem(precision)
                 if problem:
