@@ -50,10 +50,8 @@ from dl_vision.evaluation.offline import (
     bag_report,
     check_inputs,
     keypoint_truth,
-    make_throughput,
     plan_bag,
     score_shard,
-    sum_timing,
 )
 from dl_vision.evaluation.predictions import ModelSettings, PredictionInfo, PredictionSource
 from dl_vision.evaluation.report import Report, Source, headline_metrics
@@ -469,26 +467,12 @@ def pooled_report(
     if len(keypoints) > 1:
         evaluation.warn("the bags label different keypoints (%s): no pooled keypoint metrics" % sorted(keypoints))
     evaluation.add(results)
-    counts = evaluation.counts
-    if counts.unlabelled:
-        evaluation.warn("%d of %d frames have no ground truth and were not scored" % (counts.unlabelled, counts.frames))
-    detection, segmentation, keypoint_metrics = evaluation.metrics()
-    topics = sorted({p.image_topic for p in plans})
-    return Report(
-        mode="fleet",
-        model=info.name,
-        source=Source(
-            bag=os.path.commonpath([os.path.dirname(os.path.abspath(p.bag)) for p in plans]),
-            image_topic=", ".join(topics),
-            ground_truth="per bag (%d bags)" % len(plans),
-            score_threshold=first.score_threshold,
-            iou_threshold=first.iou_threshold,
-            batch_size=info.batch_size,
-        ),
-        frames=counts,
-        throughput=make_throughput(wall_s, counts, sum_timing(results)),
-        warnings=evaluation.warnings,
-        detection=detection,
-        segmentation=segmentation,
-        keypoints=keypoint_metrics,
+    source = Source(
+        bag=os.path.commonpath([os.path.dirname(os.path.abspath(p.bag)) for p in plans]),
+        image_topic=", ".join(sorted({p.image_topic for p in plans})),
+        ground_truth="per bag (%d bags)" % len(plans),
+        score_threshold=first.score_threshold,
+        iou_threshold=first.iou_threshold,
+        batch_size=info.batch_size,
     )
+    return evaluation.report("fleet", info.name, source, results, wall_s)

@@ -561,6 +561,24 @@ class Evaluation:
         LOG.warning(message)
         self.warnings.append(message)
 
+    def report(self, mode: str, model: str, source: Source, results: Sequence[ShardResult], wall_s: float) -> Report:
+        """The report of the added results (see :meth:`metrics` for what it raises)."""
+        counts = self.counts
+        if counts.unlabelled:
+            self.warn("%d of %d frames have no ground truth and were not scored" % (counts.unlabelled, counts.frames))
+        detection, segmentation, keypoints = self.metrics()
+        return Report(
+            mode=mode,
+            model=model,
+            source=source,
+            frames=counts,
+            throughput=make_throughput(wall_s, counts, sum_timing(results)),
+            warnings=self.warnings,
+            detection=detection,
+            segmentation=segmentation,
+            keypoints=keypoints,
+        )
+
     def metrics(self) -> Tuple[Optional[DetectionMetrics], Optional[Dict[str, Any]], Optional[Dict[str, Any]]]:
         """``(detection, segmentation, keypoints)`` metrics.
 
@@ -790,27 +808,15 @@ def bag_report(plan: BagPlan, results: Sequence[ShardResult], info: PredictionIn
                 "ground truth %s: %d of %d labelled images match no frame of %s"
                 % (coco.path, coco.num_images - len(matched), coco.num_images, plan.image_topic)
             )
-    if counts.unlabelled:
-        evaluation.warn("%d of %d frames have no ground truth and were not scored" % (counts.unlabelled, counts.frames))
-    detection, segmentation, keypoints = evaluation.metrics()
-    return Report(
-        mode="offline",
-        model=info.name,
-        source=Source(
-            bag=str(Path(plan.bag)),
-            image_topic=plan.image_topic,
-            ground_truth=plan.truth.describe(),
-            score_threshold=plan.score_threshold,
-            iou_threshold=plan.iou_threshold,
-            batch_size=info.batch_size,
-        ),
-        frames=counts,
-        throughput=make_throughput(wall_s, counts, sum_timing(results)),
-        warnings=evaluation.warnings,
-        detection=detection,
-        segmentation=segmentation,
-        keypoints=keypoints,
+    source = Source(
+        bag=str(Path(plan.bag)),
+        image_topic=plan.image_topic,
+        ground_truth=plan.truth.describe(),
+        score_threshold=plan.score_threshold,
+        iou_threshold=plan.iou_threshold,
+        batch_size=info.batch_size,
     )
+    return evaluation.report("offline", info.name, source, results, wall_s)
 
 
 def keypoint_truth(coco: Optional[CocoGroundTruth]) -> Optional[Tuple[str, Tuple[str, ...]]]:

@@ -1,8 +1,8 @@
 """Evaluation reports: the typed :class:`Report`, JSON, Markdown and PNG plots, headline metrics,
 comparisons and CI gates.
 
-A report is built in one place (:func:`dl_vision.evaluation.offline.evaluate_bag`, plus
-:class:`LiveStats` for a live run); the metric sections hold what the accumulators compute
+A report is built in one place (:meth:`dl_vision.evaluation.offline.Evaluation.report`, for a bag
+or a fleet, plus :class:`LiveStats` for a live run); the metric sections hold what the accumulators compute
 (:mod:`~dl_vision.evaluation.coco_metrics`, :mod:`~dl_vision.evaluation.confusion`,
 :mod:`~dl_vision.evaluation.segmentation_metrics`). Plots use matplotlib's Agg backend (no
 display needed): PR curves at IoU 0.5 per class, the detection confusion matrix with its
