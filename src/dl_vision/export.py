@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Union
 
-from dl_vision.backends.frozen_graph import short_name, tensor_names
+from dl_vision.backends.frozen_graph import read_graph_def, short_name, tensor_names
 from dl_vision.backends.tensorflow import import_tensorflow
 from dl_vision.errors import BackendUnavailableError, ConfigError, DlVisionError, ModelError, one_line
 from dl_vision.spec import ModelSpec, load_spec
@@ -96,11 +96,7 @@ def export_onnx(spec: Union[str, Path, ModelSpec], out: Union[str, Path], opset:
     out.parent.mkdir(parents=True, exist_ok=True)
     tf = import_tensorflow()
     tf2onnx = _import_tf2onnx()
-    graph_def = tf.compat.v1.GraphDef()
-    try:
-        graph_def.ParseFromString(model_path.read_bytes())
-    except Exception as err:  # noqa: BLE001 - protobuf's DecodeError has no common base with OSError
-        raise ModelError("%s is not a binary TensorFlow GraphDef: %s" % (model_path, err)) from err
+    graph_def = read_graph_def(tf, model_path)
     start = time.perf_counter()
     try:
         with _quiet("tf2onnx", "tensorflow"), contextlib.redirect_stdout(io.StringIO()):

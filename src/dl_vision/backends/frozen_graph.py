@@ -34,6 +34,20 @@ from dl_vision.errors import ConfigError, ModelError, one_line
 LOGGER = logging.getLogger("dl_vision")
 
 
+def read_graph_def(tf: Any, path: Path) -> Any:
+    """The ``GraphDef`` of a binary frozen-graph file.
+
+    Raises:
+        ModelError: the file is not a binary GraphDef.
+    """
+    graph_def = tf.compat.v1.GraphDef()
+    try:
+        graph_def.ParseFromString(path.read_bytes())
+    except Exception as err:  # noqa: BLE001 - protobuf's DecodeError has no common base with OSError
+        raise ModelError("%s is not a binary TensorFlow GraphDef: %s" % (path, one_line(err))) from err
+    return graph_def
+
+
 def tensor_names(field: str, names: Any) -> List[str]:
     """Check a spec's list of tensor names and return them as ``op:N`` graph names.
 
@@ -83,11 +97,7 @@ class FrozenGraphBackend(Backend):
             raise ModelError("frozen graph file %s does not exist" % path)
         tf = import_tensorflow()
         self._tf = tf
-        graph_def = tf.compat.v1.GraphDef()
-        try:
-            graph_def.ParseFromString(path.read_bytes())
-        except Exception as err:  # noqa: BLE001 - protobuf's DecodeError has no common base with OSError
-            raise ModelError("%s is not a binary TensorFlow GraphDef: %s" % (path, one_line(err))) from err
+        graph_def = read_graph_def(tf, path)
         graph = tf.Graph()
         try:
             with graph.as_default():
