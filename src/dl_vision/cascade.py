@@ -384,10 +384,11 @@ class CascadeSegmenter:
         """Class maps of several images (see :meth:`Cascade.predict_batch`)."""
         images = list(images)
         return [
-            self._class_map(dets, image.shape[:2]) for dets, image in zip(self.cascade.predict_batch(images), images)
+            self.class_map(dets, image.shape[:2]) for dets, image in zip(self.cascade.predict_batch(images), images)
         ]
 
-    def _class_map(self, dets: Detections, image_size: Tuple[int, int]) -> Segmentation:
+    def class_map(self, dets: Detections, image_size: Tuple[int, int]) -> Segmentation:
+        """The class map of the cascade's detections (with their instance masks) on one image."""
         class_map = np.zeros(image_size, np.uint8)
         if dets.masks is not None:
             names = dets.class_names

@@ -211,19 +211,28 @@ class FrameProcessor:
     ) -> None:
         """Run the models on decoded frames, draw and build messages; publish ``timings`` as :attr:`timings`."""
         clock = time.perf_counter()
+        detected: Optional[List[Detections]] = None
         if self.detector is not None and self.detector_enabled and results:
             class_filter = self.class_filter
-            for result, dets in zip(results, self.detector.predict_batch([r.image for r in results])):
+            detected = self.detector.predict_batch([r.image for r in results])
+            for result, dets in zip(results, detected):
                 result.detections = dets.filter(classes=class_filter) if class_filter else dets
             _add_model_timings(timings, "detector", self.detector.timings)
             clock = time.perf_counter()
         # Only the frames whose camera has a subscriber to a segmentation output.
-        segmented = [result for result, wanted in zip(results, outputs) if wanted.segmentation]
+        segmented = [i for i, wanted in enumerate(outputs) if wanted.segmentation]
         if self.segmenter is not None and self.segmenter_enabled and segmented:
-            for result, seg in zip(segmented, self.segmenter.predict_batch([r.image for r in segmented])):
-                result.segmentation = seg
-            _add_model_timings(timings, "segmenter", self.segmenter.timings)
-            clock = time.perf_counter()
+            if detected is not None and getattr(self.segmenter, "cascade", None) is self.detector:
+                # The segmenter is the detector's own cascade: its class maps come from the masks just found.
+                for i in segmented:
+                    results[i].segmentation = self.segmenter.class_map(detected[i], results[i].image.shape[:2])
+                clock = _lap(timings, "segmenter/class_map", clock)
+            else:
+                maps = self.segmenter.predict_batch([results[i].image for i in segmented])
+                for i, seg in zip(segmented, maps):
+                    results[i].segmentation = seg
+                _add_model_timings(timings, "segmenter", self.segmenter.timings)
+                clock = time.perf_counter()
         if any(wanted.color_mask or wanted.annotated for wanted in outputs):
             for result, wanted in zip(results, outputs):
                 self._draw(result, wanted)

@@ -12,6 +12,7 @@ import yaml
 from dl_vision import assets
 from dl_vision.cascade import Cascade, CascadeSegmenter, crop_window, extract_crop, paste_mask
 from dl_vision.errors import ConfigError
+from dl_vision.frame_processor import FrameProcessor, Outputs
 from dl_vision.pipeline import Detector, Segmenter
 from dl_vision.spec import CascadeSpec, load_spec
 
@@ -135,6 +136,22 @@ def test_a_cascade_without_a_mask_stage_is_no_segmenter():
     with pytest.raises(ConfigError, match="a segmenter needs a cascade with a mask stage"):
         Segmenter.from_spec("person_pose")
     assert isinstance(Segmenter.from_spec("person_masks"), CascadeSegmenter)
+
+
+def test_one_cascade_as_detector_and_segmenter_runs_once_per_frame(two_people):
+    """A node given the same mask cascade twice shares it: one run gives the instance masks and
+    the class map, and the class map is the one the cascade as a segmenter of its own draws."""
+    masks = Detector.from_spec("person_masks", threads=2)
+    processor = FrameProcessor(masks, CascadeSegmenter(masks))
+    runs = []
+    predict_batch = masks.predict_batch
+    masks.predict_batch = lambda images: runs.append(len(images)) or predict_batch(images)
+    (result,) = processor.process([two_people], Outputs(class_map=True))
+    assert runs == [1]
+    assert result.detections.masks is not None and result.detections.class_names.count("person") == 2
+    alone = Segmenter.from_spec("person_masks", threads=2)(two_people)
+    np.testing.assert_array_equal(result.segmentation.class_map, alone.class_map)
+    assert "segmenter/class_map" in processor.timings and "segmenter/inference" not in processor.timings
 
 
 def test_commands_for_single_models_refuse_a_cascade_in_one_line(tmp_path):

@@ -39,6 +39,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from dl_vision import messages
+from dl_vision.cascade import Cascade, CascadeSegmenter
 from dl_vision.cfg import DetectorConfig, SegmenterConfig
 from dl_vision.errors import ConfigError, DlVisionError, ImageConversionError
 from dl_vision.frame_processor import FrameProcessor, Outputs
@@ -178,9 +179,8 @@ class VisionNode:
         self.cameras = [
             _Camera(name, topic, detect, segment, self.vision_msgs) for name, topic in self._camera_topics()
         ]
-        self.processor = FrameProcessor(
-            self._load_detector() if detect else None, self._load_segmenter() if segment else None
-        )
+        detector = self._load_detector() if detect else None
+        self.processor = FrameProcessor(detector, self._load_segmenter(detector) if segment else None)
         self.types = messages.genpy_types()
         self._latched = []
         for model, topic in ((self.processor.detector, "~labels"), (self.processor.segmenter, "~segmentation_labels")):
@@ -254,9 +254,13 @@ class VisionNode:
         return detector
 
     @staticmethod
-    def _load_segmenter() -> Segmenter:
+    def _load_segmenter(detector: Optional[Detector]) -> Segmenter:
+        """The segmenter; the detector's own cascade when both name the same one (loaded and run once)."""
         model = str(rospy.get_param("~segmenter/model", "person_segmentation"))
-        segmenter = Segmenter.from_spec(model, **_runtime("~segmenter/"))
+        if isinstance(detector, Cascade) and model == str(rospy.get_param("~detector/model", "coco")):
+            segmenter = CascadeSegmenter(detector)
+        else:
+            segmenter = Segmenter.from_spec(model, **_runtime("~segmenter/"))
         if not rospy.has_param("~segmenter/threshold"):
             rospy.set_param("~segmenter/threshold", float(segmenter.options.mask_threshold))
         return segmenter
