@@ -99,15 +99,18 @@ try:
         out["providers"] = list(mod.get_available_providers())
         if "CUDAExecutionProvider" in out["providers"]:
             # Listed is not started: the CUDA provider needs CUDA and cuDNN libraries at session start.
-            from onnx import TensorProto, helper
-            x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
-            graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x],
-                                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
-            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-            model.ir_version = 8
-            session = mod.InferenceSession(model.SerializeToString(),
-                                           providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
-            out["cuda_session"] = session.get_providers()[0]
+            try:
+                from onnx import TensorProto, helper
+                x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+                graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x],
+                                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+                model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+                model.ir_version = 8
+                session = mod.InferenceSession(model.SerializeToString(),
+                                               providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+                out["cuda_session"] = session.get_providers()[0]
+            except Exception as err:  # the session failing is a finding about CUDA, not about the import
+                out["cuda_session"] = "no session (%s: %s)" % (type(err).__name__, " ".join(str(err).split())[:200])
     elif name == "tensorflow":
         out["tflite"] = hasattr(mod, "lite") and hasattr(mod.lite, "Interpreter")
         out["gpus"] = [d.name for d in mod.config.list_physical_devices("GPU")]
