@@ -110,6 +110,12 @@ def test_instance_masks_are_compared_pairwise():
     result = agreement.result()
     assert result["mask_iou_mean"] == pytest.approx(0.6) and result["max_box_drift_px"] == 1.0
     assert result["mask_mAP"] is not None
+    # A later frame without detections (and so without masks) is scored; detections without masks are an error.
+    agreement.add(8, 8, Detections.empty(["x"]), Detections.empty(["x"]))
+    assert agreement.result()["frames"] == 2
+    unmasked = Detections(cand.xyxy, cand.score, cand.class_id, ["x"])
+    with pytest.raises(EvaluationError, match="the candidate gave instance masks on the first frame, none on a later"):
+        agreement.add(8, 8, ref, unmasked)
 
 
 def test_evaluate_agreement_command(photos, tmp_path, capsys):

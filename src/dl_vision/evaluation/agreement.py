@@ -76,10 +76,8 @@ class DetectionAgreement:
             candidate.xyxy,
             cand_classes,
             candidate.score,
-            gt_masks=reference.masks if masks else None,
-            pred_masks=(candidate.masks if candidate.masks is not None else np.zeros((0, height, width), bool))
-            if masks
-            else None,
+            gt_masks=_frame_masks(reference, height, width, "reference") if masks else None,
+            pred_masks=_frame_masks(candidate, height, width, "candidate") if masks else None,
         )
         self.frames += 1
         self.reference_objects += len(reference)
@@ -124,6 +122,19 @@ class DetectionAgreement:
             "mask_iou_min": float(np.min(self.mask_ious)) if self.mask_ious else None,
             "coco": coco,
         }
+
+
+def _frame_masks(dets: Detections, height: int, width: int, role: str) -> np.ndarray:
+    """One frame's (N, H, W) instance masks once masks are scored; a frame without detections has none.
+
+    Raises:
+        EvaluationError: detections without masks.
+    """
+    if dets.masks is not None:
+        return dets.masks
+    if not len(dets):
+        return np.zeros((0, height, width), bool)
+    raise EvaluationError("agreement: the %s gave instance masks on the first frame, none on a later one" % role)
 
 
 def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
