@@ -119,7 +119,7 @@ def test_movenet_places_the_astronauts_keypoints(photos):
     movenet = Detector.from_spec("movenet")
     pose = movenet(photos["astronaut"])
     assert len(pose) == 1 and pose.class_names == ["person"]
-    names = movenet.decoder.keypoint_names
+    names = list(movenet.decoder.keypoint_schema.names)
     reference = np.array(list(truth["keypoints"].values()), np.float64)
     predicted = pose.keypoints[0][[names.index(n) for n in truth["keypoints"]]]
     diagonal = box_diagonal(truth["objects"][0]["box"])  # 604 px
